@@ -1,0 +1,49 @@
+# voip-rooms: make help lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 3000
+ROOMS  ?= 20000
+DEMO   ?= .demo
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck fmt bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the project and its dev tools
+
+$(DEMO)/manifest.json: | $(STAMP)
+	$(BIN)/voip-rooms demo-data --out $(DEMO) --rooms $(ROOMS) --port $(PORT) > $(DEMO).credentials.txt || (rm -rf $(DEMO); exit 1)
+
+run: $(STAMP) $(DEMO)/manifest.json ## serve demo data on port 3000 and print a working curl
+	@cat $(DEMO).credentials.txt
+	$(BIN)/voip-rooms serve --snapshot $(DEMO) --port $(PORT)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+
+typecheck: $(STAMP) ## mypy strict on service/ and tests/
+	$(BIN)/mypy service tests
+
+test: lint typecheck ## lint, typecheck, then the whole test suite
+	$(BIN)/pytest
+
+fmt: $(STAMP) ## format and autofix
+	$(BIN)/ruff format service tests
+	$(BIN)/ruff check --fix service tests
+
+bench: $(STAMP) ## benchmark (see tests/bench/)
+	$(BIN)/python -m tests.bench.query_times --rooms $${BENCH_ROOMS:-1000000}
+
+clean: ## remove the venv, demo data and caches
+	rm -rf $(VENV) $(DEMO) $(DEMO).credentials.txt .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,84 @@
+"""The voip-rooms command line: serve, demo-data, publish, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from service import __version__
+from service.settings import add_arguments, from_namespace
+
+__all__ = ["main"]
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.logs import setup_logging
+    from service.web.server import serve
+
+    settings = from_namespace(args)
+    setup_logging(settings.log_level)
+    _run(serve(settings))
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from service.demo import format_credentials, write_snapshot
+
+    credentials = write_snapshot(Path(args.out), args.rooms, seed=args.seed)
+    print(format_credentials(credentials, port=args.port))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="voip-rooms",
+        description="A read replica of Rocket.Chat's GET /api/v1/voip/rooms, answered from memory.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the API from a snapshot (and a feed)",
+        description="Serve GET /api/v1/voip/rooms, /livez, /healthz, /readyz and /metrics. "
+        "Every flag can also be set with the VOIP_ROOMS_* variable named in its help; flags win.",
+    )
+    add_arguments(serve)
+    serve.set_defaults(func=_serve)
+
+    demo = commands.add_parser(
+        "demo-data",
+        help="write a realistic synthetic snapshot and print demo credentials",
+        description="Write a synthetic Rocket.Chat snapshot (rooms, users, permissions, manifest) "
+        "and print the demo users' credentials and a working curl.",
+    )
+    demo.add_argument("--out", required=True, metavar="DIR", help="directory to write")
+    demo.add_argument(
+        "--rooms", type=int, default=10_000, metavar="N", help="rooms (default 10000)"
+    )
+    demo.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
+    demo.add_argument(
+        "--port", type=int, default=3000, metavar="PORT", help="port used in the printed curl"
+    )
+    demo.set_defaults(func=_demo_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command named by ``argv`` (default: sys.argv)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    result: int = args.func(args)
+    return result

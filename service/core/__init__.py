@@ -1,0 +1,1 @@
+"""Pure core: no aiohttp, no asyncio, no I/O."""

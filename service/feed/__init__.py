@@ -1,0 +1,1 @@
+"""The replica's life: snapshot files, event sources, checkpoints, readiness."""

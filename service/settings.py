@@ -1,0 +1,224 @@
+"""Settings (a frozen dataclass) from command-line flags and VOIP_ROOMS_* environment variables.
+
+This is the only module that reads the environment. Flags win over environment variables,
+which win over the defaults. Each setting is declared once in ``SETTINGS``; the argparse flags,
+the environment names and the README table all come from that one list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "RateLimit", "Settings", "Spec", "add_arguments", "from_namespace"]
+
+ENV_PREFIX = "VOIP_ROOMS_"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``requests`` per ``window_ms`` per user and route."""
+
+    requests: int
+    window_ms: int
+
+
+def _rate_limit(text: str) -> RateLimit | None:
+    if not text.strip():
+        return None
+    try:
+        requests, window = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"rate limit must look like REQUESTS/WINDOW_MS (e.g. 10/60000), got {text!r}"
+        ) from None
+    if requests < 1 or window < 1:
+        raise argparse.ArgumentTypeError("rate limit numbers must be >= 1")
+    return RateLimit(requests, window)
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
+def _path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _text(text: str) -> str | None:
+    return text or None
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("debug", "info", "warning", "error"):
+        raise argparse.ArgumentTypeError(
+            f"log level must be debug|info|warning|error, not {text!r}"
+        )
+    return value
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One setting: its field name, parser from text, default (as text) and help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Spec, ...] = (
+    Spec("snapshot", _path, "", "snapshot directory (mongoexport JSON lines)", "DIR"),
+    Spec(
+        "feed",
+        _text,
+        "",
+        "event feed URL: file:///path/events.jsonl or nats://host:port?stream=NAME",
+        "URL",
+    ),
+    Spec("host", str, "0.0.0.0", "address to listen on", "HOST"),
+    Spec("port", _positive(int), "3000", "port to listen on", "PORT"),
+    Spec(
+        "checkpoint_dir",
+        _path,
+        "",
+        "directory for the service's own checkpoints (off when empty)",
+        "DIR",
+    ),
+    Spec("checkpoint_interval", _positive(float), "300", "seconds between checkpoints", "SECONDS"),
+    Spec("checkpoint_events", _positive(int), "100000", "events between checkpoints", "N"),
+    Spec("default_count", _positive(int), "50", "page size when count is absent", "N"),
+    Spec("max_count", _positive(int), "100", "largest page; larger counts are clamped", "N"),
+    Spec("allow_infinite_count", _bool, "false", "count=0 returns every match", "BOOL"),
+    Spec("login_expiration_days", _positive(int), "90", "days a login token stays valid", "DAYS"),
+    Spec(
+        "rate_limit",
+        _rate_limit,
+        "",
+        "per user and route, REQUESTS/WINDOW_MS (off when empty)",
+        "N/MS",
+    ),
+    Spec(
+        "cors_origins",
+        _origins,
+        "",
+        "comma-separated allowed CORS origins (off when empty)",
+        "LIST",
+    ),
+    Spec("log_level", _level, "info", "debug, info, warning or error", "LEVEL"),
+    Spec(
+        "access_log",
+        _positive(float),
+        "0",
+        "fraction of requests to log (0 = none, 1 = all)",
+        "FRACTION",
+    ),
+    Spec(
+        "drain_seconds",
+        _positive(float),
+        "5",
+        "after SIGTERM, seconds to keep serving while not ready",
+        "SECONDS",
+    ),
+    Spec(
+        "shutdown_timeout",
+        _positive(float),
+        "20",
+        "after the drain, seconds in-flight requests get",
+        "SECONDS",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of ``voip-rooms serve`` (see ``SETTINGS`` for help and defaults)."""
+
+    snapshot: Path | None = None
+    feed: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 3000
+    checkpoint_dir: Path | None = None
+    checkpoint_interval: float = 300.0
+    checkpoint_events: int = 100_000
+    default_count: int = 50
+    max_count: int = 100
+    allow_infinite_count: bool = False
+    login_expiration_days: int = 90
+    rate_limit: RateLimit | None = None
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "info"
+    access_log: float = 0.0
+    drain_seconds: float = 5.0
+    shutdown_timeout: float = 20.0
+
+
+assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS out of sync"
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """Add a flag per setting whose default comes from the environment, else the built-in one."""
+    env = os.environ if environ is None else environ
+    for spec in SETTINGS:
+        raw = env.get(spec.env, spec.default)
+        try:
+            default = spec.parse(raw)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{spec.env}: {exc}")
+        parser.add_argument(
+            spec.flag,
+            type=spec.parse,
+            default=default,
+            metavar=spec.metavar or None,
+            help=f"{spec.help} [env {spec.env}, default {spec.default or 'empty'}]",
+        )
+
+
+def from_namespace(namespace: argparse.Namespace) -> Settings:
+    """The Settings held by parsed arguments."""
+    return Settings(**{spec.name: getattr(namespace, spec.name) for spec in SETTINGS})
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from a list of ``serve`` flags (for tests and embedding)."""
+    parser = argparse.ArgumentParser(prog="voip-rooms serve")
+    add_arguments(parser, environ)
+    return from_namespace(parser.parse_args(list(argv)))

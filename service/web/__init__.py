@@ -1,0 +1,1 @@
+"""aiohttp: the app factory, middlewares, the rooms handler, probes and metrics."""

@@ -1,0 +1,54 @@
+"""Run the app: listen, then on SIGTERM/SIGINT drain (not ready, still serving) and shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from service.settings import Settings
+from service.web.app import REPLICA, create_app
+
+__all__ = ["SERVER_LIMITS", "serve"]
+
+log = logging.getLogger(__name__)
+
+# Request lines up to 32 KiB so that 500-element lists fit; headers get the same room.
+MAX_LINE = 32 * 1024
+#: Keyword arguments for aiohttp's server, shared with the tests' servers.
+SERVER_LIMITS: dict[str, Any] = {"max_line_size": MAX_LINE, "max_field_size": MAX_LINE}
+
+
+async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and exit within the shutdown timeout."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        **SERVER_LIMITS,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info("listening", extra={"host": settings.host, "port": settings.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+        replica = app[REPLICA]
+        replica.stopping = True  # /readyz says 503 from now on; the API keeps answering
+        log.info("draining", extra={"seconds": settings.drain_seconds})
+        await asyncio.sleep(settings.drain_seconds)
+    finally:
+        log.info("shutting down", extra={"timeout": settings.shutdown_timeout})
+        await runner.cleanup()  # stops listening, lets in-flight requests finish, then cleanup_ctx
+        log.info("stopped")

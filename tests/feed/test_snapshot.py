@@ -1,0 +1,131 @@
+"""Snapshot loading: both encodings, both Extended JSON modes, and errors naming file and line."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from service.core.rooms import RoomStore
+from service.core.users import Directory
+from service.feed.snapshot import SnapshotError, load_snapshot
+from tests.factories import make_room, make_user, write_snapshot
+
+
+def load(directory: Path) -> tuple[RoomStore, Directory, int, int]:
+    store, users = RoomStore(), Directory()
+    result = load_snapshot(directory, store, users)
+    return store, users, result.position, result.skipped_rooms
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_loads_rooms_users_permissions_and_position(tmp_path: Path, gz: bool) -> None:
+    rooms = [
+        make_room("a", ts={"$date": "2021-07-09T20:12:19.795Z"}),  # relaxed
+        make_room("b", ts={"$date": {"$numberLong": "1625861539795"}}, msgs={"$numberInt": "3"}),
+        {"_id": "c", "t": "c", "name": "general"},
+        {"_id": "d", "t": "l", "name": "livechat"},
+    ]
+    users = [make_user("u1", ["admin"], {"tok": 1_700_000_000_000})]
+    perms = [{"_id": "view-livechat-rooms", "roles": ["admin"]}]
+    write_snapshot(tmp_path, rooms, users, perms, position=42, gz=gz)
+    store, directory, position, skipped = load(tmp_path)
+    assert len(store) == 2
+    assert skipped == 2
+    assert position == 42
+    assert len(directory) == 1
+    assert directory.permission_roles("view-livechat-rooms") == {"admin"}
+    a, b = (orjson.loads(store.get(i) or b"") for i in ("a", "b"))
+    assert a["ts"] == b["ts"] == "2021-07-09T20:12:19.795Z"
+    assert b["msgs"] == 3
+
+
+def test_users_and_permissions_optional(tmp_path: Path) -> None:
+    (tmp_path / "rooms.jsonl").write_bytes(orjson.dumps(make_room("a")) + b"\n")
+    store, directory, position, _ = load(tmp_path)
+    assert (len(store), len(directory), position) == (1, 0, 0)
+    assert "admin" in directory.permission_roles("view-livechat-rooms")  # the default
+
+
+def test_password_hashes_are_not_kept(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, [make_room("a")], [make_user("u1", ["admin"], {"t": 1})])
+    _, directory, _, _ = load(tmp_path)
+    (doc,) = list(directory.user_docs())
+    assert "password" not in doc["services"]
+
+
+def _rooms_file(tmp_path: Path, lines: list[bytes], gz: bool = False) -> Path:
+    data = b"\n".join(lines) + b"\n"
+    if gz:
+        (tmp_path / "rooms.jsonl.gz").write_bytes(gzip.compress(data))
+    else:
+        (tmp_path / "rooms.jsonl").write_bytes(data)
+    return tmp_path
+
+
+GOOD = orjson.dumps(make_room("a"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"t": "v"}', "without a string _id"),
+        (b'{"_id": "x", "t": "v", "ts": {"$date": "yesterday"}}', "bad Extended JSON"),
+        (b'{"_id": "x", "t": "v", "n": {"$numberLong": "1.5"}}', "bad Extended JSON"),
+        (b'{"_id": {"$oid": "zz"}, "t": "v"}', "bad Extended JSON"),
+    ],
+)
+@pytest.mark.parametrize("gz", [False, True])
+def test_malformed_line_names_file_and_line(
+    tmp_path: Path, bad: bytes, reason: str, gz: bool
+) -> None:
+    _rooms_file(tmp_path, [GOOD, GOOD, bad, GOOD], gz)
+    with pytest.raises(SnapshotError) as info:
+        load(tmp_path)
+    name = "rooms.jsonl.gz" if gz else "rooms.jsonl"
+    assert f"{name}:3:" in str(info.value)
+    assert reason in str(info.value)
+    assert info.value.line == 3
+
+
+def test_malformed_user_line(tmp_path: Path) -> None:
+    _rooms_file(tmp_path, [GOOD])
+    (tmp_path / "users.jsonl").write_bytes(b'{"_id": "u"}\n\n{"_id": 5}\n')
+    with pytest.raises(SnapshotError, match=r"users\.jsonl:3:"):
+        load(tmp_path)
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(b"\n".join([GOOD] * 200) + b"\n")
+    (tmp_path / "rooms.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SnapshotError, match=r"rooms\.jsonl\.gz.*damaged gzip"):
+        load(tmp_path)
+
+
+def test_missing_rooms_file(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match=r"missing rooms\.jsonl"):
+        load(tmp_path)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match="not a directory"):
+        load(tmp_path / "nope")
+
+
+def test_both_encodings_is_ambiguous(tmp_path: Path) -> None:
+    _rooms_file(tmp_path, [GOOD])
+    _rooms_file(tmp_path, [GOOD], gz=True)
+    with pytest.raises(SnapshotError, match="both"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("manifest", [b"nope", b'{"position": -1}', b'{"position": "7"}'])
+def test_bad_manifest(tmp_path: Path, manifest: bytes) -> None:
+    _rooms_file(tmp_path, [GOOD])
+    (tmp_path / "manifest.json").write_bytes(manifest)
+    with pytest.raises(SnapshotError, match=r"manifest\.json"):
+        load(tmp_path)

@@ -1,0 +1,126 @@
+"""SIGTERM on a real `voip-rooms serve` process under traffic: drain, then a clean, timely exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import MANAGER, headers, standard_rooms, standard_users
+from tests.factories import write_snapshot
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_ready(base: str, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited early"
+            try:
+                async with session.get(base + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("server never became ready")
+
+
+async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
+    snapshot = write_snapshot(tmp_path / "snap", standard_rooms(), standard_users())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    drain, timeout = 1.0, 5.0
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any traffic
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--snapshot",
+            str(snapshot),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--drain-seconds",
+            str(drain),
+            "--shutdown-timeout",
+            str(timeout),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "VOIP_ROOMS_LOG_LEVEL": "info"},
+    )
+    try:
+        await wait_ready(base, proc)
+        ok = failed = 0
+        stopped = asyncio.Event()
+
+        async def traffic() -> None:
+            nonlocal ok, failed
+            # A new connection per request: a refused connection then means "no longer
+            # listening", never a request lost in flight.
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                while not stopped.is_set():
+                    try:
+                        async with session.get(
+                            base + "/api/v1/voip/rooms?count=5", headers=headers(MANAGER)
+                        ) as resp:
+                            await resp.read()
+                            if resp.status == 200:
+                                ok += 1
+                            else:
+                                failed += 1
+                    except aiohttp.ClientConnectorError:
+                        return  # the listener is closed: the drain is over
+                    except aiohttp.ClientError:
+                        failed += 1
+
+        workers = [asyncio.create_task(traffic()) for _ in range(4)]
+        await asyncio.sleep(0.3)
+        before = ok
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        flipped = None
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() - sent < drain:
+                async with session.get(base + "/readyz") as resp:
+                    if resp.status == 503:
+                        flipped = time.monotonic() - sent
+                        break
+                await asyncio.sleep(0.01)
+        assert flipped is not None, "readiness did not flip to 503 during the drain"
+        assert flipped < 0.5, "readiness did not flip to 503 at once"
+        await asyncio.sleep(drain / 2)
+        during = ok
+        assert during > before, "the API stopped answering during the drain"
+        code = await asyncio.to_thread(proc.wait, drain + timeout + 5)
+        exited = time.monotonic() - sent
+        stopped.set()
+        await asyncio.gather(*workers)
+        assert code == 0
+        assert exited < drain + timeout
+        assert failed == 0, f"{failed} requests failed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        proc.stdout.close()
+    assert '"msg":"draining"' in output
