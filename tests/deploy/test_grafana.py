@@ -1,0 +1,50 @@
+"""deploy/grafana/voip-rooms.json: an importable dashboard whose panels do not collide."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.deploy.tools import DEPLOY
+
+DASHBOARD = DEPLOY / "grafana" / "voip-rooms.json"
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def test_identity_and_variables() -> None:
+    board = dashboard()
+    assert board["uid"] == "voip-rooms"
+    assert board["title"] == "voip-rooms"
+    assert board["id"] is None, "an exported id breaks import into another Grafana"
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert {"namespace", "pod"} <= set(variables)
+
+
+def test_panels_have_unique_ids_queries_and_no_overlap() -> None:
+    panels = dashboard()["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for y in range(grid["y"], grid["y"] + grid["h"]):
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps another panel"
+                cells.add((x, y))
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        targets = panel["targets"]
+        assert targets, panel["title"]
+        assert len({t["refId"] for t in targets}) == len(targets)
+        for target in targets:
+            assert target["expr"].strip(), panel["title"]
+            assert 'job="voip-rooms"' in target["expr"], panel["title"]
+            assert 'namespace="$namespace"' in target["expr"], panel["title"]
