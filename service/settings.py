@@ -163,6 +163,34 @@ SETTINGS: tuple[Spec, ...] = (
         "after the drain, seconds in-flight requests get",
         "SECONDS",
     ),
+    Spec(
+        "max_in_flight",
+        _positive(int),
+        "256",
+        "API requests served at once; beyond it 503 with Retry-After (0 = no limit)",
+        "N",
+    ),
+    Spec(
+        "login_failures",
+        _rate_limit,
+        "20/60000",
+        "failed logins per client address, FAILURES/WINDOW_MS, then 429 (off when empty)",
+        "N/MS",
+    ),
+    Spec(
+        "keepalive_timeout",
+        _positive(float),
+        "75",
+        "seconds an idle connection stays open, and the longest wait for a request's head",
+        "SECONDS",
+    ),
+    Spec(
+        "body_timeout",
+        _positive(float),
+        "10",
+        "seconds a client gets to send a request body, then 408",
+        "SECONDS",
+    ),
 )
 
 
@@ -187,6 +215,10 @@ class Settings:
     access_log: float = 0.0
     drain_seconds: float = 5.0
     shutdown_timeout: float = 20.0
+    max_in_flight: int = 256
+    login_failures: RateLimit | None = RateLimit(20, 60_000)
+    keepalive_timeout: float = 75.0
+    body_timeout: float = 10.0
 
 
 assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS out of sync"

@@ -17,6 +17,8 @@ from yarl import URL
 from service.core.errors import ApiError
 from service.feed.replica import Replica
 from service.settings import Settings
+from service.web import openapi
+from service.web.guards import Guard
 from service.web.metrics import Metrics
 from service.web.responses import api_error, json_response, status_error
 from service.web.rooms import ROUTE, RoomsHandler
@@ -118,7 +120,14 @@ def _cors(origins: tuple[str, ...]) -> web.middleware:  # type: ignore[valid-typ
                     hdrs.VARY: "Origin",
                 },
             )
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except ApiError as exc:  # translated here too, so that a browser can read errors
+            response = api_error(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = status_error(exc.status, headers=_allow_header(exc))
         if ok:
             assert origin is not None
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
@@ -162,11 +171,12 @@ def create_app(
     app[REPLICA] = replica
     app[METRICS] = metrics
     rooms = RoomsHandler(settings, replica, metrics)
-    app.router.add_get(ROUTE, rooms.handle, allow_head=False)
+    app.router.add_get(ROUTE, Guard(settings).wrap(rooms.handle), allow_head=False)
     app.router.add_get("/livez", livez, allow_head=False)
     app.router.add_get("/healthz", livez, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry), allow_head=False)
+    app.router.add_get(openapi.ROUTE, openapi.handle, allow_head=False)
     app.cleanup_ctx.append(_replica_lifecycle)
     return app
 

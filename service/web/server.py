@@ -11,6 +11,7 @@ from aiohttp import web
 
 from service.settings import Settings
 from service.web.app import REPLICA, create_app
+from service.web.guards import HTTP_LOG
 
 __all__ = ["SERVER_LIMITS", "serve"]
 
@@ -18,8 +19,15 @@ log = logging.getLogger(__name__)
 
 # Request lines up to 32 KiB so that 500-element lists fit; headers get the same room.
 MAX_LINE = 32 * 1024
-#: Keyword arguments for aiohttp's server, shared with the tests' servers.
-SERVER_LIMITS: dict[str, Any] = {"max_line_size": MAX_LINE, "max_field_size": MAX_LINE}
+MAX_HEADERS = 128
+#: Keyword arguments for aiohttp's server, shared with the tests' servers. Its logger keeps
+#: the bytes of requests the HTTP parser refuses (they may hold a token) out of the logs.
+SERVER_LIMITS: dict[str, Any] = {
+    "max_line_size": MAX_LINE,
+    "max_field_size": MAX_LINE,
+    "max_headers": MAX_HEADERS,
+    "logger": HTTP_LOG,
+}
 
 
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
@@ -30,6 +38,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
         **SERVER_LIMITS,
     )
     await runner.setup()

@@ -1,0 +1,1054 @@
+"""RoomStore: voip rooms as pre-serialized bytes, with bitmap, range, name and sort indexes."""
+
+from __future__ import annotations
+
+import re
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import compress, islice
+from operator import eq, itemgetter
+from typing import Any
+
+import orjson
+from pyroaring import BitMap
+
+from service.core.ejson import Date
+from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery
+
+__all__ = ["RoomStore"]
+
+#: Equality-filter fields (dotted paths) indexed value -> BitMap of slots.
+_EQ_FIELDS: tuple[str, ...] = (
+    "queue",
+    "direction",
+    "v._id",
+    "servedBy._id",
+    "servedBy.username",
+    "tags",
+)
+_ID = "_id"  # internal sort index: ties and multi-key sorts that end on a big tie group
+_LOW_CARD = frozenset({"queue", "direction", "servedBy.username", "v.username"})
+
+#: Below this many matches a query simply sorts its candidates.
+_SMALL = 256
+
+Key = tuple[Any, ...]
+_first_ck = itemgetter(0)
+# Stored dates read back as plain strings; an equality index rightly lacks them.
+_DATE_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+_MIN_DATE = Date("")
+_ABOVE_DATES: Key = (7, "")
+
+
+def _path(room: dict[str, Any], parts: tuple[str, ...]) -> Any:
+    """The value at a dotted path through dicts only; None when missing."""
+    value: Any = room
+    for part in parts:
+        if type(value) is not dict:
+            return None
+        value = value.get(part)
+    return value
+
+
+def _norm(value: Any, intern: bool = False) -> Any:
+    """The compact sort value kept per slot: scalars as they are (repeated strings interned),
+    objects and arrays as their (rank, canonical bytes) key."""
+    t = type(value)
+    if t is dict:
+        return (3, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+    if t is list:
+        return (4, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+    if intern and t is str:
+        return sys.intern(value)
+    return value
+
+
+def ck(value: Any) -> Key:
+    """MongoDB cross-type sort key of a normalized value: null < numbers < strings < objects <
+    arrays < booleans < dates."""
+    t = type(value)
+    if t is Date:
+        return (6, value)
+    if t is str:
+        return (2, value)
+    if value is None:
+        return (0, 0)
+    if t is int or t is float:
+        return (1, value)
+    if t is bool:
+        return (5, value)
+    if t is tuple:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str):  # pragma: no cover - other str subclasses
+        return (2, str(value))
+    raise TypeError(f"unsortable value {value!r}")  # pragma: no cover
+
+
+DatePaths = tuple[tuple[str | int, ...], ...]
+_NO_DATES: DatePaths = ()
+_DATE_PATHS: dict[DatePaths, DatePaths] = {_NO_DATES: _NO_DATES}
+
+
+def _date_paths(room: dict[str, Any]) -> DatePaths:
+    """The paths of every Date in a room, as one shared tuple per distinct shape.
+
+    The stored bytes hold dates as plain strings; these paths let checkpoints write them back
+    as dates. Rooms of one shape share one tuple, so this costs a pointer per room."""
+    found: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), room)]
+    while stack:
+        prefix, node = stack.pop()
+        items = node.items() if type(node) is dict else enumerate(node)
+        for key, value in items:
+            t = type(value)
+            if t is Date:
+                found.append((*prefix, key))
+            elif t is dict or t is list:
+                stack.append(((*prefix, key), value))
+    if not found:
+        return _NO_DATES
+    paths = tuple(sorted(found, key=repr))
+    return _DATE_PATHS.setdefault(paths, paths)
+
+
+def _restore_dates(doc: Any, paths: DatePaths) -> Any:
+    for path in paths:
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = Date(node[path[-1]])
+    return doc
+
+
+def _dumps(room: dict[str, Any]) -> bytes:
+    """orjson bytes of ``room``, copied: orjson's own result keeps a multi-KiB allocation."""
+    return bytes(memoryview(orjson.dumps(room)))
+
+
+def _eq_keys(value: Any) -> list[str]:
+    """The strings an equality filter can match: the value, or the strings of a list."""
+    if type(value) is str:
+        return [value]
+    if type(value) is list:
+        return [v for v in value if type(v) is str]
+    return []
+
+
+def _trigrams(text: str) -> set[str]:
+    return {text[i : i + 3] for i in range(len(text) - 2)}
+
+
+class _Block:
+    """A run of slots in (key, _id) order, with the same slots as a bitmap."""
+
+    __slots__ = ("arr", "bm", "pure")
+
+    def __init__(self, slots: Sequence[int], pure: bool) -> None:
+        self.arr = array("I", slots)
+        self.bm = BitMap(self.arr)
+        self.pure = pure  # every slot holds the same key
+
+
+class _SortIndex:
+    """Every live slot in (key, _id) order, cut into blocks.
+
+    Invariant: a key shared across a block boundary only occurs between two *pure* blocks, so a
+    mixed block holds whole runs of equal keys and a run spanning blocks is a chain of pure blocks.
+    """
+
+    __slots__ = ("blocks", "ckof", "firsts", "full", "ids", "max_size", "size", "vals")
+
+    def __init__(self, vals: list[Any], ids: list[str | None], size: int) -> None:
+        self.vals = vals
+        self.ids = ids
+        self.size = size
+        self.max_size = 2 * size
+        self.blocks: list[_Block] = []
+        self.firsts: list[tuple[Key, str]] = []  # (ck, _id) of each block's first slot
+
+        # Closures over the columns, with the common types inlined: these run in every bisect.
+        def ckof(slot: int) -> Key:
+            v = vals[slot]
+            t = type(v)
+            if t is Date:
+                return (6, v)
+            if t is str:
+                return (2, v)
+            return ck(v)
+
+        def full(slot: int) -> tuple[Key, str]:
+            v = vals[slot]
+            t = type(v)
+            if t is Date:
+                return ((6, v), ids[slot])  # type: ignore[return-value]
+            if t is str:
+                return ((2, v), ids[slot])  # type: ignore[return-value]
+            return (ck(v), ids[slot])  # type: ignore[return-value]
+
+        self.ckof: Callable[[int], Key] = ckof
+        self.full: Callable[[int], tuple[Key, str]] = full
+
+    def _first(self, block: _Block) -> tuple[Key, str]:
+        return self.full(block.arr[0])
+
+    def _is_pure(self, block: _Block) -> bool:
+        arr = block.arr
+        return ck(self.vals[arr[0]]) == ck(self.vals[arr[-1]])
+
+    # -- building ---------------------------------------------------------------------------
+    def build(self, order: list[int]) -> None:
+        """Blocks from slots already in (key, _id) order: cut every ``size`` slots, moving a cut
+        that would split a run to the run's start; a run longer than a block gets pure blocks
+        of its own. O(n + (n / size) log size) key computations."""
+        blocks: list[_Block] = []
+        size = self.size
+        ckof = self.ckof
+        n = len(order)
+        i = 0
+        while i < n:
+            j = min(i + size, n)
+            if j < n:
+                k = ckof(order[j])
+                if ckof(order[j - 1]) == k:  # the cut would split a run
+                    start = bisect_left(order, k, i, j, key=ckof)
+                    if start > i:
+                        j = start
+                    else:  # the run fills this block and goes on: pure blocks for it
+                        end = bisect_right(order, k, j, n, key=ckof)
+                        for a in range(i, end, size):
+                            blocks.append(_Block(order[a : min(a + size, end)], True))
+                        i = end
+                        continue
+            part = order[i:j]
+            blocks.append(_Block(part, ckof(part[0]) == ckof(part[-1])))
+            i = j
+        self.blocks = blocks
+        self.firsts = [self._first(b) for b in blocks]
+
+    # -- positions --------------------------------------------------------------------------
+    def locate(self, slot: int) -> tuple[int, int]:
+        key = self.full(slot)
+        b = bisect_right(self.firsts, key) - 1
+        arr = self.blocks[b].arr
+        p = bisect_left(arr, key, key=self.full)
+        if p >= len(arr) or arr[p] != slot:
+            raise AssertionError(f"slot {slot} not found in sort index")
+        return b, p
+
+    def lower(self, x: Key) -> tuple[int, int]:
+        """Position of the first slot whose key is >= x."""
+        b = bisect_left(self.firsts, x, key=_first_ck)
+        if b == 0:
+            return 0, 0
+        arr = self.blocks[b - 1].arr
+        p = bisect_left(arr, x, key=self.ckof)
+        return (b, 0) if p == len(arr) else (b - 1, p)
+
+    def upper(self, x: Key) -> tuple[int, int]:
+        """Position of the first slot whose key is > x."""
+        b = bisect_right(self.firsts, x, key=_first_ck)
+        if b == 0:
+            return 0, 0
+        arr = self.blocks[b - 1].arr
+        p = bisect_right(arr, x, key=self.ckof)
+        return (b, 0) if p == len(arr) else (b - 1, p)
+
+    def span_count(self, lo: tuple[int, int], hi: tuple[int, int]) -> int:
+        (b0, p0), (b1, p1) = lo, hi
+        if b0 == b1:
+            return max(0, p1 - p0)
+        if b0 > b1:
+            return 0
+        blocks = self.blocks
+        n = len(blocks[b0].arr) - p0 + p1
+        for b in range(b0 + 1, b1):
+            n += len(blocks[b].arr)
+        return n
+
+    def span_bitmap(self, lo: tuple[int, int], hi: tuple[int, int]) -> BitMap:
+        (b0, p0), (b1, p1) = lo, hi
+        blocks = self.blocks
+        if b0 > b1 or (b0 == b1 and p1 <= p0):
+            return BitMap()
+        if b0 == b1:
+            return BitMap(blocks[b0].arr[p0:p1])
+        parts = [BitMap(blocks[b0].arr[p0:]) if p0 else blocks[b0].bm]
+        parts.extend(blocks[b].bm for b in range(b0 + 1, b1))
+        if b1 < len(blocks) and p1:
+            parts.append(BitMap(blocks[b1].arr[:p1]))
+        return BitMap.union(*parts)
+
+    # -- updates ----------------------------------------------------------------------------
+    def insert(self, slot: int) -> None:
+        blocks = self.blocks
+        key = self.full(slot)
+        k = key[0]
+        if not blocks:
+            blocks.append(_Block([slot], True))
+            self.firsts.append(key)
+            return
+        nb = len(blocks)
+        b = max(0, bisect_right(self.firsts, key) - 1)
+        block = blocks[b]
+        arr = block.arr
+        p = bisect_left(arr, key, key=self.full)
+        if p == len(arr) and b + 1 < nb and self.firsts[b + 1][0] == k:
+            b, block, p = b + 1, blocks[b + 1], 0  # join the run that starts the next block
+        elif block.pure and self.ckof(arr[0]) != k:
+            chained = (
+                b > 0 and blocks[b - 1].pure and self.firsts[b - 1][0] == self.firsts[b][0]
+            ) or (b + 1 < nb and blocks[b + 1].pure and self.firsts[b + 1][0] == self.firsts[b][0])
+            if chained:
+                # The pure block is part of a chain: the new key must not join it.
+                if p == 0:
+                    blocks.insert(b, _Block([slot], True))
+                    self.firsts.insert(b, key)
+                    return
+                if b + 1 < nb and not blocks[b + 1].pure:
+                    b, block, p = b + 1, blocks[b + 1], 0
+                else:
+                    blocks.insert(b + 1, _Block([slot], True))
+                    self.firsts.insert(b + 1, key)
+                    return
+        block.arr.insert(p, slot)
+        block.bm.add(slot)
+        if p == 0:
+            self.firsts[b] = key
+        if block.pure:
+            block.pure = self._is_pure(block)
+        if len(block.arr) > self.max_size:
+            self._split(b)
+
+    def _split(self, b: int) -> None:
+        block = self.blocks[b]
+        arr = block.arr
+        n = len(arr)
+        m = n // 2
+        if not block.pure:
+            k = self.ckof(arr[m])
+            left = bisect_left(arr, k, key=self.ckof)
+            right = bisect_right(arr, k, key=self.ckof)
+            cands = [c for c in (left, right) if 0 < c < n]
+            m = min(cands, key=lambda c: abs(c - m))
+        one, two = arr[:m], arr[m:]
+        first = _Block(one, block.pure or ck(self.vals[one[0]]) == ck(self.vals[one[-1]]))
+        second = _Block(two, block.pure or ck(self.vals[two[0]]) == ck(self.vals[two[-1]]))
+        self.blocks[b : b + 1] = [first, second]
+        self.firsts[b : b + 1] = [self.firsts[b], self._first(second)]
+
+    def remove(self, slot: int) -> None:
+        b, p = self.locate(slot)
+        block = self.blocks[b]
+        del block.arr[p]
+        block.bm.discard(slot)
+        if not block.arr:
+            del self.blocks[b]
+            del self.firsts[b]
+            return
+        if p == 0:
+            self.firsts[b] = self._first(block)
+        if not block.pure:
+            block.pure = self._is_pure(block)
+
+    # -- checking ---------------------------------------------------------------------------
+    def check(self, live: BitMap, name: str) -> None:
+        order = [s for block in self.blocks for s in block.arr]
+        want = sorted(live, key=self.full)
+        assert order == want, f"{name}: sort order differs"
+        assert len(self.firsts) == len(self.blocks), name
+        prev: _Block | None = None
+        for block, first in zip(self.blocks, self.firsts, strict=True):
+            arr = block.arr
+            assert arr, f"{name}: empty block"
+            assert len(arr) <= self.max_size, f"{name}: oversized block"
+            assert block.bm == BitMap(arr), f"{name}: block bitmap differs"
+            assert first == self._first(block), f"{name}: stale block first key"
+            assert block.pure == self._is_pure(block), f"{name}: stale pure flag"
+            if prev is not None and self.ckof(prev.arr[-1]) == self.ckof(arr[0]):
+                assert prev.pure, f"{name}: a run crosses a mixed block"
+                assert block.pure, f"{name}: a run crosses a mixed block"
+            prev = block
+
+    # -- paging -----------------------------------------------------------------------------
+    def chain_end(self, b: int, step: int) -> int:
+        """The last block (going by ``step``) of the pure chain that block ``b`` starts."""
+        blocks, firsts = self.blocks, self.firsts
+        if not blocks[b].pure:
+            return b
+        k = firsts[b][0]
+        e = b
+        n = len(blocks)
+        while 0 <= e + step < n and blocks[e + step].pure and firsts[e + step][0] == k:
+            e += step
+        return e
+
+
+def _count(block: _Block, m: BitMap | None) -> int:
+    return len(block.arr) if m is None else block.bm.intersection_cardinality(m)
+
+
+class RoomStore:
+    """Voip rooms by ``_id``, indexed for every filter and sort of GET /api/v1/voip/rooms.
+
+    Each room lives in an int slot: its orjson bytes, and per sortable field its value in a
+    column. Equality filters, ``open`` and name trigrams map to BitMaps of slots; every sortable
+    field (and ``_id``) keeps the slots in (key, _id) order in blocks of ``block_size`` to
+    ``2 * block_size`` slots, each with a BitMap, so a page skips whole blocks by counting.
+    ``version`` goes up by one on every change and never on a no-op. Not thread-safe: call it
+    from one thread (the event loop).
+    """
+
+    def __init__(self, block_size: int = 2048) -> None:
+        if block_size < 1:
+            raise ValueError("block_size must be positive")
+        self.version = 0
+        self._block_size = block_size
+        self._ids: list[str | None] = []
+        self._docs: list[bytes | None] = []
+        self._dates: list[DatePaths] = []
+        self._slot_of: dict[str, int] = {}
+        self._free: list[int] = []
+        self._all = BitMap()
+        self._open = BitMap()
+        self._eq: dict[str, dict[str, BitMap]] = {f: {} for f in _EQ_FIELDS}
+        self._eq_paths = tuple((f, tuple(f.split("."))) for f in _EQ_FIELDS)
+        self._grams: dict[str, BitMap] = {}
+        self._short = BitMap()  # slots whose lower-cased name has fewer than 3 characters
+        self._named = BitMap()  # slots whose name is a string
+        self._vals: dict[str, list[Any]] = {f: [] for f in SORTABLE_FIELDS}
+        self._sort_paths = tuple(
+            (f, tuple(f.split(".")), self._vals[f], f in _LOW_CARD) for f in SORTABLE_FIELDS
+        )
+        self._index: dict[str, _SortIndex] = {
+            f: _SortIndex(self._vals[f], self._ids, block_size) for f in SORTABLE_FIELDS
+        }
+        self._index[_ID] = _SortIndex(self._ids, self._ids, block_size)
+
+    # -- basic access -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of rooms; O(1)."""
+        return len(self._slot_of)
+
+    def get(self, room_id: str) -> bytes | None:
+        """The stored orjson bytes of a room, or None; O(1)."""
+        slot = self._slot_of.get(room_id)
+        return None if slot is None else self._docs[slot]
+
+    def open_count(self) -> int:
+        """Rooms that have an ``open`` field; O(1)."""
+        return len(self._open)
+
+    def iter_rooms(self) -> Iterator[bytes]:
+        """Every stored room's bytes, in no particular order; O(n) for the whole walk."""
+        for doc in list(self._docs):
+            if doc is not None:
+                yield doc
+
+    def iter_documents(self) -> Iterator[dict[str, Any]]:
+        """Every room as a dict with its dates typed as Date again (for checkpoints).
+
+        The view is taken when called (O(n) reference copies), so the iterator may be read in
+        another thread while the store changes; each room costs one orjson parse."""
+        pairs = [(d, p) for d, p in zip(self._docs, self._dates, strict=True) if d is not None]
+        loads = orjson.loads
+        return (_restore_dates(loads(doc), paths) for doc, paths in pairs)
+
+    # -- updates ----------------------------------------------------------------------------
+    def _new_slot(self) -> int:
+        if self._free:
+            return self._free.pop()
+        slot = len(self._ids)
+        self._ids.append(None)
+        self._docs.append(None)
+        self._dates.append(_NO_DATES)
+        for vals in self._vals.values():
+            vals.append(None)
+        return slot
+
+    def _index_filters(self, slot: int, room: dict[str, Any]) -> None:
+        for field, parts in self._eq_paths:
+            index = self._eq[field]
+            for key in _eq_keys(_path(room, parts)):
+                bm = index.get(key)
+                if bm is None:
+                    index[key] = BitMap([slot])
+                else:
+                    bm.add(slot)
+        if "open" in room:
+            self._open.add(slot)
+
+    def _unindex_filters(self, slot: int, old: dict[str, Any]) -> None:
+        # ``old`` is re-read from the stored bytes, so dates came back as plain strings: that can
+        # only name extra keys, and discarding a slot from a bitmap lacking it is harmless.
+        for field, parts in self._eq_paths:
+            index = self._eq[field]
+            for key in _eq_keys(_path(old, parts)):
+                bm = index.get(key)
+                if bm is not None:
+                    bm.discard(slot)
+                    if not bm:
+                        del index[key]
+        self._open.discard(slot)
+
+    def _index_name(self, slot: int, name: Any) -> None:
+        if not isinstance(name, str):
+            return
+        self._named.add(slot)
+        low = name.lower()
+        if len(low) < 3:
+            self._short.add(slot)
+        grams = self._grams
+        for g in _trigrams(low):
+            bm = grams.get(g)
+            if bm is None:
+                grams[g] = BitMap([slot])
+            else:
+                bm.add(slot)
+
+    def _unindex_name(self, slot: int, name: Any) -> None:
+        if not isinstance(name, str):
+            return
+        self._named.discard(slot)
+        self._short.discard(slot)
+        grams = self._grams
+        for g in _trigrams(name.lower()):
+            bm = grams[g]
+            bm.discard(slot)
+            if not bm:
+                del grams[g]
+
+    def upsert(self, room: dict[str, Any]) -> bool:
+        """Store ``room`` (replacing the room with its ``_id``); False when the identical room
+        is already stored. O(F·(log n + B)) for F sortable fields whose value changed and block
+        size B, plus O(len(name)) when the name changed."""
+        rid = room["_id"]
+        if type(rid) is not str:
+            raise TypeError(f"room _id must be a string, got {rid!r}")
+        doc = _dumps(room)
+        slot = self._slot_of.get(rid)
+        if slot is None:
+            slot = self._new_slot()
+            self._slot_of[rid] = slot
+            self._ids[slot] = rid
+            self._docs[slot] = doc
+            self._dates[slot] = _date_paths(room)
+            self._all.add(slot)
+            self._index_filters(slot, room)
+            for field, parts, vals, intern in self._sort_paths:
+                vals[slot] = _norm(_path(room, parts), intern)
+                self._index[field].insert(slot)
+            self._index[_ID].insert(slot)
+            self._index_name(slot, self._vals["name"][slot])
+            self.version += 1
+            return True
+        old_doc = self._docs[slot]
+        if old_doc == doc:
+            return False
+        assert old_doc is not None
+        self._unindex_filters(slot, orjson.loads(old_doc))
+        self._index_filters(slot, room)
+        self._docs[slot] = doc
+        self._dates[slot] = _date_paths(room)
+        for field, parts, vals, intern in self._sort_paths:
+            new = _norm(_path(room, parts), intern)
+            old = vals[slot]
+            if type(new) is type(old) and new == old:
+                continue
+            if ck(new) == ck(old):
+                vals[slot] = new  # same order (e.g. 1 and 1.0): nothing moves
+            else:
+                index = self._index[field]
+                index.remove(slot)
+                vals[slot] = new
+                index.insert(slot)
+            if field == "name":
+                self._unindex_name(slot, old)
+                self._index_name(slot, new)
+        self.version += 1
+        return True
+
+    def remove(self, room_id: str) -> bool:
+        """Forget a room; False when unknown. O(F·(log n + B) + len(name))."""
+        slot = self._slot_of.pop(room_id, None)
+        if slot is None:
+            return False
+        doc = self._docs[slot]
+        assert doc is not None
+        self._unindex_filters(slot, orjson.loads(doc))
+        self._unindex_name(slot, self._vals["name"][slot])
+        for field, index in self._index.items():
+            index.remove(slot)
+            if field != _ID:
+                self._vals[field][slot] = None
+        self._ids[slot] = None
+        self._docs[slot] = None
+        self._dates[slot] = _NO_DATES
+        self._all.discard(slot)
+        self._free.append(slot)
+        self.version += 1
+        return True
+
+    def bulk_load(self, rooms: Iterable[dict[str, Any]]) -> int:
+        """Load a snapshot into an empty store, building every index in bulk; returns the rooms
+        stored (a later room with the same ``_id`` replaces an earlier one). O(n log n).
+
+        All or nothing: when a room cannot be stored (no string ``_id``, or a value orjson cannot
+        serialize, such as an integer beyond 64 bits) the store is left empty and the error
+        raised."""
+        if self._slot_of:
+            raise ValueError("bulk_load needs an empty store")
+        version = self.version
+        if self._ids:  # slots left by removals: start from fresh columns
+            self.__init__(self._block_size)  # type: ignore[misc]
+            self.version = version
+        try:
+            return self._bulk_load(rooms)
+        except BaseException:
+            self.__init__(self._block_size)  # type: ignore[misc]
+            self.version = version
+            raise
+
+    def _bulk_load(self, rooms: Iterable[dict[str, Any]]) -> int:
+        ids, docs, slot_of, dates = self._ids, self._docs, self._slot_of, self._dates
+        # Paths here have one or two parts; the loop is unrolled for that (the hot path).
+        sort_specs = [
+            (parts[0], parts[1] if len(parts) > 1 else None, vals, intern)
+            for _, parts, vals, intern in self._sort_paths
+        ]
+        assert all(len(parts) <= 2 for _, parts in self._eq_paths)
+        eq_specs: list[tuple[str, str | None, list[Any]]] = [
+            (parts[0], parts[1] if len(parts) > 1 else None, []) for _, parts in self._eq_paths
+        ]
+        eq_vals: list[list[Any]] = [spec[2] for spec in eq_specs]
+        opened: list[int] = []
+        dumps = _dumps
+        intern_str = sys.intern
+        sort_keys = orjson.OPT_SORT_KEYS
+        for room in rooms:
+            rid = room["_id"]
+            if type(rid) is not str:
+                raise TypeError(f"room _id must be a string, got {rid!r}")
+            slot = slot_of.get(rid)
+            fresh = slot is None
+            if slot is None:
+                slot = len(ids)
+                slot_of[rid] = slot
+                ids.append(rid)
+                docs.append(dumps(room))
+                dates.append(_date_paths(room))
+            else:  # a later duplicate replaces the earlier room
+                docs[slot] = dumps(room)
+                dates[slot] = _date_paths(room)
+                opened = [s for s in opened if s != slot]
+            get = room.get
+            for top, sub, vals, intern in sort_specs:
+                v = get(top)
+                if sub is not None:
+                    v = v.get(sub) if type(v) is dict else None
+                t = type(v)
+                if t is dict:
+                    v = (3, orjson.dumps(v, option=sort_keys))
+                elif t is list:
+                    v = (4, orjson.dumps(v, option=sort_keys))
+                elif intern and t is str:
+                    v = intern_str(v)  # type: ignore[arg-type]
+                if fresh:
+                    vals.append(v)
+                else:
+                    vals[slot] = v
+            for top, sub, column in eq_specs:
+                v = get(top)
+                if sub is not None:
+                    v = v.get(sub) if type(v) is dict else None
+                if fresh:
+                    column.append(v)
+                else:
+                    column[slot] = v
+            if "open" in room:
+                opened.append(slot)
+        n = len(ids)
+        self._all = BitMap(range(n))
+        self._open = BitMap(opened)
+        for field, values in zip(_EQ_FIELDS, eq_vals, strict=True):
+            acc: dict[str, array[int]] = {}
+            for slot, value in enumerate(values):
+                t = type(value)
+                for key in (value,) if t is str else _eq_keys(value) if t is list else ():
+                    slots = acc.get(key)
+                    if slots is None:
+                        acc[key] = array("I", (slot,))
+                    else:
+                        slots.append(slot)
+            self._eq[field] = {k: BitMap(v) for k, v in acc.items()}
+            values.clear()
+        self._bulk_names(self._vals["name"])
+        by_id = sorted(range(n), key=ids.__getitem__)  # type: ignore[arg-type]
+        self._index[_ID].build(by_id)
+        for field in SORTABLE_FIELDS:
+            self._index[field].build(_sorted_slots(by_id, self._vals[field], ids))
+        if n:
+            self.version += 1
+        return n
+
+    def _bulk_names(self, names: list[Any]) -> None:
+        acc: dict[str, array[int]] = {}
+        named = array("I")
+        short = array("I")
+        for slot, name in enumerate(names):
+            if not isinstance(name, str):
+                continue
+            named.append(slot)
+            low = name.lower()
+            if len(low) < 3:
+                short.append(slot)
+            for g in _trigrams(low):
+                lst = acc.get(g)
+                if lst is None:
+                    acc[g] = array("I", (slot,))
+                else:
+                    lst.append(slot)
+        self._grams = {g: BitMap(v) for g, v in acc.items()}
+        self._named = BitMap(named)
+        self._short = BitMap(short)
+
+    # -- queries ----------------------------------------------------------------------------
+    def _eq_any(self, field: str, wanted: Iterable[str]) -> BitMap:
+        index = self._eq[field]
+        found = [index[w] for w in wanted if w in index]
+        if not found:
+            return BitMap()
+        if len(found) == 1:
+            return found[0]
+        return BitMap.union(*found)
+
+    def _range(self, field: str, rng: DateRange) -> tuple[tuple[int, int], tuple[int, int]]:
+        index = self._index[field]
+        lo = index.lower((6, rng.start if rng.start is not None else _MIN_DATE))
+        hi = index.upper((6, rng.end)) if rng.end is not None else index.lower(_ABOVE_DATES)
+        return lo, hi
+
+    def _matches(self, q: RoomQuery) -> tuple[BitMap | None, dict[str, tuple[int, int]]]:
+        """The slots passing every filter of ``q`` (None when there is no filter at all), and
+        for each range filter the (first, last) blocks of its field's index holding them."""
+        positives: list[BitMap] = []
+        if q.agents is not None:
+            positives.append(
+                self._eq_any("servedBy._id", q.agents) | self._eq_any("servedBy.username", q.agents)
+            )
+        if q.tags is not None:
+            positives.append(self._eq_any("tags", q.tags))
+        for field, value in (
+            ("queue", q.queue),
+            ("visitor_id", q.visitor_id),
+            ("direction", q.direction),
+        ):
+            if value is not None:
+                path = "v._id" if field == "visitor_id" else field
+                positives.append(self._eq_any(path, (value,)))
+        if q.open is True:
+            positives.append(self._open)
+        ql: str | None = None
+        verify_name = False
+        if q.room_name is not None:
+            ql = q.room_name.lower()
+            if not ql:
+                positives.append(self._named)
+            elif len(ql) >= 3:
+                grams = self._grams
+                tri = [grams.get(g) for g in _trigrams(ql)]
+                hits = [bm for bm in tri if bm is not None]
+                positives.append(BitMap.intersection(*hits) if len(hits) == len(tri) else BitMap())
+                verify_name = len(ql) > 3
+            else:  # every name of 3+ characters holding ql has a trigram holding it
+                names = self._vals["name"]
+                parts = [bm for g, bm in self._grams.items() if ql in g]
+                parts.append(BitMap(s for s in self._short if ql in names[s].lower()))
+                positives.append(BitMap.union(*parts))
+        ranges = []
+        for field, rng in (("ts", q.created), ("closedAt", q.closed)):
+            if rng is not None:
+                lo, hi = self._range(field, rng)
+                ranges.append((self._index[field].span_count(lo, hi), field, lo, hi, rng))
+        ranges.sort(key=itemgetter(0))
+        hints = {field: (lo[0], hi[0] if hi[1] else hi[0] - 1) for _, field, lo, hi, _ in ranges}
+        m: BitMap | None = None
+        if positives:
+            positives.sort(key=len)
+            m = positives[0]
+            for bm in positives[1:]:
+                if not m:
+                    break
+                m = m & bm
+        for size, field, lo, hi, rng in ranges:
+            if m is not None and len(m) <= 512 and len(m) * 8 < size:
+                vals = self._vals[field]
+                start, end = rng.start, rng.end
+                m = BitMap(
+                    s
+                    for s in m
+                    if type(v := vals[s]) is Date
+                    and (start is None or v >= start)
+                    and (end is None or v <= end)
+                )
+            else:
+                span = self._index[field].span_bitmap(lo, hi)
+                m = span if m is None else m & span
+        if q.open is False:
+            m = self._all - self._open if m is None else m - self._open
+        if verify_name and m is not None:
+            assert ql is not None
+            names = self._vals["name"]
+            m = BitMap(s for s in m if ql in names[s].lower())
+        return m, hints  # m may be an index's own bitmap: callers never modify it
+
+    def page(self, q: RoomQuery) -> tuple[int, list[bytes]]:
+        """(total matches, the requested page as stored bytes). Filters cost bitmap operations
+        (O(matches / 64) or better); the page walks the first sort key's blocks, skipping whole
+        blocks by count, so it costs O(n / B) bitmap counts plus O(B + count) in one block."""
+        m, hints = self._matches(q)
+        total = len(self._slot_of) if m is None else len(m)
+        if total == 0 or q.offset >= total or q.count == 0:
+            return total, []
+        need = total - q.offset if q.count is None else min(q.count, total - q.offset)
+        keys = tuple(q.sort)
+        bounds = hints.get(keys[0][0]) if keys else None
+        slots = self._page_slots(m, keys, q.offset, need, total, bounds)
+        docs = self._docs
+        return total, [docs[s] for s in slots]  # type: ignore[misc]
+
+    def _sort_small(self, slots: Iterable[int], keys: tuple[tuple[str, int], ...]) -> list[int]:
+        """``slots`` ordered by ``keys`` then ``_id``: stable sorts, last key first."""
+        out = sorted(slots, key=self._ids.__getitem__)  # type: ignore[arg-type]
+        for field, direction in reversed(keys):
+            out.sort(key=self._index[field].ckof, reverse=direction < 0)
+        return out
+
+    def _page_slots(
+        self,
+        m: BitMap | None,
+        keys: tuple[tuple[str, int], ...],
+        skip: int,
+        need: int,
+        total: int,
+        bounds: tuple[int, int] | None = None,
+    ) -> list[int]:
+        """Slots at positions [skip, skip + need) of the matches ``m`` (None = all rooms)
+        ordered by ``keys`` and then ``_id``; ``bounds`` (first, last) are blocks of the first
+        key's index known to hold every match."""
+        if m is not None and total <= _SMALL:
+            return self._sort_small(m, keys)[skip : skip + need]
+        if not keys:
+            keys = ((_ID, 1),)
+        field, direction = keys[0]
+        rest = keys[1:]
+        index = self._index[field]
+        blocks = index.blocks
+        nb = len(blocks)
+        desc = direction < 0
+        out: list[int] = []
+        first, last = (0, nb - 1) if bounds is None else (max(0, bounds[0]), min(nb - 1, bounds[1]))
+        b = last if desc else first
+        step = -1 if desc else 1
+        card = None if m is None else m.intersection_cardinality
+        while first <= b <= last and len(out) < need:
+            block = blocks[b]
+            if not block.pure:  # the common case first, kept tight: skipping whole blocks
+                c = len(block.arr) if card is None else card(block.bm)
+                if skip >= c:
+                    skip -= c
+                    b += step
+                    continue
+            else:
+                e = index.chain_end(b, step)
+                lo, hi = (e, b) if desc else (b, e)
+                if rest:
+                    counts = sum(_count(blocks[i], m) for i in range(lo, hi + 1))
+                    if skip >= counts:
+                        skip -= counts
+                    else:
+                        run = BitMap.union(*(blocks[i].bm for i in range(lo, hi + 1)))
+                        if m is not None:
+                            run = run & m
+                        got = self._page_slots(run, rest, skip, need - len(out), counts)
+                        out.extend(got)
+                        skip = 0
+                else:
+                    for i in range(lo, hi + 1):  # a run: _id ascending in either direction
+                        c = _count(blocks[i], m)
+                        if skip >= c:
+                            skip -= c
+                            continue
+                        part = self._filtered(index, blocks[i], m, c)
+                        out.extend(part[skip : skip + need - len(out)])
+                        skip = 0
+                        if len(out) >= need:
+                            break
+                b = e + step
+                continue
+            f: Sequence[int] = self._filtered(index, block, m, c)
+            want = need - len(out)
+            if rest:
+                runs = _runs(f, index.ckof)
+                if desc:
+                    runs.reverse()
+                flat: list[int] = []
+                for run_slots in runs:
+                    if len(flat) >= skip + want:
+                        break
+                    flat.extend(
+                        self._sort_small(run_slots, rest) if len(run_slots) > 1 else run_slots
+                    )
+                out.extend(flat[skip : skip + want])
+            elif desc:
+                out.extend(_desc_slice(f, skip, want, index.vals))
+            else:
+                out.extend(f[skip : skip + want])
+            skip = 0
+            b += step
+        return out
+
+    @staticmethod
+    def _filtered(index: _SortIndex, block: _Block, m: BitMap | None, c: int) -> Sequence[int]:
+        """The block's slots that are in ``m``, in (key, _id) order."""
+        if m is None or c == len(block.arr):
+            return block.arr
+        if c * 16 < len(block.arr):
+            return sorted(block.bm & m, key=index.full)
+        return [s for s in block.arr if s in m]
+
+    # -- verification -----------------------------------------------------------------------
+    def _check(self) -> None:
+        """Verify every index against the stored rooms (AssertionError on a mismatch).
+
+        O(n log n)."""
+        live = BitMap(self._slot_of.values())
+        assert live == self._all, "live bitmap differs"
+        assert len(live) == len(self._slot_of), "two ids share a slot"
+        assert set(self._free).isdisjoint(live), "a free slot is live"
+        assert len(self._free) + len(live) == len(self._ids), "slots leak"
+        assert len(self._dates) == len(self._docs) == len(self._ids), "columns differ in length"
+        eq: dict[str, dict[str, set[int]]] = {f: {} for f in _EQ_FIELDS}
+        opened: set[int] = set()
+        grams: dict[str, set[int]] = {}
+        named: set[int] = set()
+        short: set[int] = set()
+        for rid, slot in self._slot_of.items():
+            assert self._ids[slot] == rid, "id of slot differs"
+            doc = self._docs[slot]
+            assert doc is not None, "live slot without a document"
+            room = orjson.loads(doc)
+            assert room["_id"] == rid, "stored document has another _id"
+            typed = _restore_dates(orjson.loads(doc), self._dates[slot])
+            assert self._dates[slot] == _date_paths(typed), "date paths differ"
+            for field, parts in self._eq_paths:
+                for key in _eq_keys(_path(room, parts)):
+                    eq[field].setdefault(key, set()).add(slot)
+            if "open" in room:
+                opened.add(slot)
+            for field, parts, vals, _ in self._sort_paths:
+                value = vals[slot]
+                raw = _path(room, parts)
+                if isinstance(raw, dict | list):
+                    assert value == _norm(raw), f"{field}: stale sort value"
+                else:
+                    assert value == raw, f"{field}: stale sort value"
+            name = self._vals["name"][slot]
+            if isinstance(name, str):
+                named.add(slot)
+                low = name.lower()
+                if len(low) < 3:
+                    short.add(slot)
+                for g in _trigrams(low):
+                    grams.setdefault(g, set()).add(slot)
+        for slot in self._free:
+            assert self._ids[slot] is None, "free slot holds an id"
+            assert self._docs[slot] is None, "free slot holds a room"
+        for field in _EQ_FIELDS:
+            index = self._eq[field]
+            # Stored dates read back as strings, so the index may only lack such keys.
+            for key, bm in index.items():
+                assert bm, f"{field}: empty bitmap kept for {key!r}"
+                assert key in eq[field], f"{field}: stale key {key!r}"
+            for key, slots in eq[field].items():
+                got = set(index.get(key, ()))
+                assert got <= slots, f"{field}: bitmap for {key!r} has extra slots"
+                assert got == slots or _DATE_TEXT.match(key), f"{field}: bitmap for {key!r}"
+        assert set(self._open) == opened, "open bitmap differs"
+        assert {g: set(bm) for g, bm in self._grams.items()} == grams, "name index differs"
+        assert set(self._named) == named, "named set differs"
+        assert set(self._short) == short, "short-name set differs"
+        for field, sort_index in self._index.items():
+            sort_index.check(live, field)
+
+
+def _sorted_slots(by_id: list[int], vals: list[Any], ids: list[str | None]) -> list[int]:
+    """Slots in (key, _id) order, given the slots in _id order."""
+    kinds = set(map(type, vals))
+    nulls = [s for s in by_id if vals[s] is None] if type(None) in kinds else []
+    kinds.discard(type(None))
+    if not kinds or not (kinds <= {int, float} or kinds == {str} or kinds == {Date}):
+        return sorted(by_id, key=lambda s: ck(vals[s]))  # stable: ties stay in _id order
+    # One type, so raw values order as their keys. Sorting slot order (not _id order) is
+    # near linear when the snapshot is in time order, as mongoexport's natural order is.
+    rest = [s for s in range(len(vals)) if vals[s] is not None] if nulls else range(len(vals))
+    order = sorted(rest, key=vals.__getitem__)
+    keys = list(map(vals.__getitem__, order))
+    ties = list(compress(range(len(keys) - 1), map(eq, keys, islice(keys, 1, None))))
+    if len(ties) * 8 > len(keys):  # many ties (few distinct values): stable sort of _id order
+        rest = [s for s in by_id if vals[s] is not None] if nulls else by_id
+        return nulls + sorted(rest, key=vals.__getitem__)
+    a = 0
+    while a < len(ties):  # put each group of equal keys in _id order
+        b = a
+        while b + 1 < len(ties) and ties[b + 1] == ties[b] + 1:
+            b += 1
+        lo, hi = ties[a], ties[b] + 2
+        order[lo:hi] = sorted(order[lo:hi], key=ids.__getitem__)  # type: ignore[arg-type]
+        a = b + 1
+    return nulls + order
+
+
+def _runs(f: Sequence[int], ckof: Callable[[int], Key]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    prev: Key | None = None
+    for s in f:
+        k = ckof(s)
+        if runs and k == prev:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+            prev = k
+    return runs
+
+
+def _desc_slice(f: Sequence[int], skip: int, want: int, vals: list[Any]) -> list[int]:
+    """Positions [skip, skip + want) of ``f`` (in (key, _id) order) taken by key descending
+    with ties still _id ascending."""
+
+    def ckof(slot: int) -> Key:
+        return ck(vals[slot])
+
+    def same(a: int, b: int) -> bool:
+        # Unequal raw values never share a key; equal ones may not either (1 and True).
+        va, vb = vals[a], vals[b]
+        return bool(va == vb) and ck(va) == ck(vb)
+
+    n = len(f)
+    i = n - 1 - skip
+    k = ckof(f[i])
+    start = i if i == 0 or not same(f[i - 1], f[i]) else bisect_left(f, k, 0, i, key=ckof)
+    end = (
+        i + 1 if i + 1 == n or not same(f[i + 1], f[i]) else bisect_right(f, k, i + 1, n, key=ckof)
+    )
+    j = start + (skip - (n - end))
+    out = list(f[j : min(end, j + want)])
+    hi = start
+    while len(out) < want and hi > 0:
+        lo = hi - 1
+        if lo > 0 and same(f[lo - 1], f[lo]):
+            lo = bisect_left(f, ckof(f[lo]), 0, lo, key=ckof)
+        out.extend(f[lo : min(hi, lo + want - len(out))])
+        hi = lo
+    return out

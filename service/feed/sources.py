@@ -1,0 +1,401 @@
+"""Event feed sources: a JSON-lines file followed as it grows, or a NATS JetStream stream.
+
+A source yields :class:`Message` items in position order, starting after a given position,
+and :data:`CAUGHT_UP` whenever it has delivered everything it knows of. Its ``current`` and
+``current_at`` attributes tell the replica how fresh it is (for staleness).
+
+The consumer (the replica) applies each message before asking for the next one, so the
+position of the last message yielded is the last applied position whenever a source runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final, NamedTuple, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+__all__ = [
+    "CAUGHT_UP",
+    "CaughtUp",
+    "FeedError",
+    "FeedGap",
+    "FileSource",
+    "Item",
+    "Message",
+    "NatsSource",
+    "Source",
+    "open_source",
+    "parse_nats_url",
+]
+
+log = logging.getLogger(__name__)
+
+
+class FeedError(Exception):
+    """A feed URL or feed state the replica cannot work with."""
+
+
+class FeedGap(FeedError):
+    """The feed no longer holds the position right after ours: serving on would hide changes."""
+
+
+class Message(NamedTuple):
+    """One feed entry. ``payload`` is JSON bytes or an already-parsed JSON value.
+
+    ``error`` is set when the entry itself is malformed (e.g. a file line that is not JSON); the
+    position still advances past it.
+    """
+
+    position: int
+    subject: str
+    payload: Any  # bytes, or a parsed JSON value
+    error: str | None = None
+
+
+class CaughtUp:
+    """Marker: everything the source holds up to now has been yielded."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CAUGHT_UP"
+
+
+CAUGHT_UP: Final = CaughtUp()
+Item = Message | CaughtUp
+
+
+class Source(Protocol):
+    """What the replica needs of a feed source."""
+
+    #: True while connected and everything known has been delivered (staleness 0).
+    current: bool
+    #: ``time.monotonic()`` when the source last knew it was current; None before that.
+    current_at: float | None
+    #: A short human-readable state for ``/readyz?verbose`` and logs (never a credential).
+    status: str
+
+    def messages(self, after: int) -> AsyncIterator[Item]:
+        """Messages with position > ``after``, in order, forever (until cancelled)."""
+        ...
+
+
+def open_source(url: str, *, poll_interval: float = 0.2) -> Source:
+    """The source for a feed URL: ``file:///path`` or ``nats://host:port?stream=NAME``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        return FileSource(file_url_path(url), poll_interval=poll_interval)
+    if scheme in ("nats", "tls"):
+        servers, stream = parse_nats_url(url)
+        return NatsSource(servers, stream)
+    raise FeedError(f"unsupported feed URL scheme {scheme!r}: use file:// or nats://")
+
+
+def file_url_path(url: str) -> Path:
+    """The path of a ``file://`` URL (``file:///abs/path``, or ``file://relative/path``)."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise FeedError(f"not a file:// URL: {url!r}")
+    path = unquote(parts.netloc + parts.path)
+    if not path:
+        raise FeedError(f"file URL without a path: {url!r}")
+    return Path(path)
+
+
+def parse_nats_url(url: str) -> tuple[str, str]:
+    """(server URL without the query, stream name) from ``nats://host:port?stream=NAME``."""
+    parts = urlsplit(url)
+    streams = parse_qs(parts.query).get("stream", [])
+    if len(streams) != 1 or not streams[0]:
+        raise FeedError("a nats:// feed URL needs exactly one ?stream=NAME")
+    if not parts.hostname:
+        raise FeedError("a nats:// feed URL needs a host")
+    server = parts._replace(query="", fragment="").geturl()
+    return server, streams[0]
+
+
+def _redact(server: str) -> str:
+    parts = urlsplit(server)
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return parts._replace(netloc=f"***@{host}{port}").geturl()
+    return server
+
+
+# -- file ------------------------------------------------------------------------------------
+
+
+class FileSource:
+    """Follows a JSON-lines file of ``{"subject": ..., "payload": ...}``; position = line number.
+
+    Polls the file with a short sleep once it reaches the end (no busy loop). A last line
+    without its newline is held back until the newline arrives. A line that is not such an
+    object is yielded with ``error`` set. A missing file counts as empty; a file that shrinks
+    below what was read is a :class:`FeedGap`.
+    """
+
+    BATCH = 512  # lines between yields to the event loop while catching up
+
+    def __init__(self, path: Path, *, poll_interval: float = 0.2) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.current = False
+        self.current_at: float | None = None
+        self.status = "not started"
+
+    async def messages(self, after: int) -> AsyncIterator[Item]:
+        position = 0
+        offset = 0  # bytes of complete lines consumed
+        stream = None
+        was_current = False
+        try:
+            while True:
+                if stream is None:
+                    if not self.path.exists():
+                        self.status = f"waiting for {self.path}"
+                        if after > 0:
+                            self.current = False
+                        else:  # no file yet is an empty feed
+                            first = not was_current
+                            was_current = self._mark_current()
+                            if first:
+                                yield CAUGHT_UP
+                        await asyncio.sleep(self.poll_interval)
+                        continue
+                    stream = open(self.path, "rb")  # noqa: SIM115, ASYNC230 - local file, held open
+                    self.status = f"following {self.path}"
+                lines = 0
+                while True:
+                    raw = stream.readline()
+                    if not raw.endswith(b"\n"):
+                        stream.seek(offset)  # partial or no line: read it again when complete
+                        break
+                    offset += len(raw)
+                    position += 1
+                    lines += 1
+                    if lines % self.BATCH == 0:
+                        await asyncio.sleep(0)  # skipping or reading a long backlog
+                    if position <= after:
+                        continue
+                    self.current = False
+                    was_current = False
+                    yield _parse_line(position, raw)
+                size = os.fstat(stream.fileno()).st_size
+                if size < offset:
+                    raise FeedGap(f"{self.path} shrank to {size} bytes below read offset {offset}")
+                if position < after:
+                    self.current = False
+                    self.status = f"{self.path} holds {position} lines, waiting for {after}"
+                else:
+                    first = not was_current
+                    was_current = self._mark_current()
+                    if first:
+                        yield CAUGHT_UP
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            self.current = False
+            if stream is not None:
+                stream.close()
+
+    def _mark_current(self) -> bool:
+        self.current = True
+        self.current_at = time.monotonic()
+        return True
+
+
+def _parse_line(position: int, raw: bytes) -> Message:
+    if not raw.strip():
+        return Message(position, "", None)  # blank line: skipped, like an unknown subject
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Message(position, "", raw, f"line is not JSON: {exc}")
+    if not isinstance(entry, dict):
+        return Message(position, "", raw, "line is not a JSON object")
+    subject = entry.get("subject")
+    if not isinstance(subject, str):
+        return Message(position, "", raw, "line has no string subject")
+    if "payload" not in entry:
+        return Message(position, subject, raw, "line has no payload")
+    return Message(position, subject, entry["payload"])
+
+
+# -- NATS JetStream --------------------------------------------------------------------------
+
+
+class NatsSource:
+    """Reads a JetStream stream from a sequence on, through its own ephemeral pull consumer.
+
+    No durable server state: on every (re)connection it checks that the stream still holds the
+    next sequence (else :class:`FeedGap`), then creates a consumer starting there. Messages at
+    or below the last yielded sequence are dropped, so a redelivery is never applied twice.
+    Connection problems are retried forever with a capped backoff.
+    """
+
+    BATCH = 256
+    FETCH_TIMEOUT = 1.0
+    MAX_BACKOFF = 5.0
+
+    def __init__(self, server: str, stream: str, *, connect_timeout: float = 2.0) -> None:
+        self.server = server
+        self.stream = stream
+        self.connect_timeout = connect_timeout
+        self.current = False
+        self.current_at: float | None = None
+        self.status = "not started"
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"NatsSource({_redact(self.server)!r}, stream={self.stream!r})"
+
+    async def _connect(self) -> Any:
+        import nats
+
+        async def disconnected() -> None:
+            self.current = False
+
+        async def error(exc: Exception) -> None:
+            log.debug("nats client error: %s", exc)
+
+        return await nats.connect(
+            self.server,
+            allow_reconnect=False,  # this source reconnects itself, then re-checks for gaps
+            # nats-py retries even a first connection; keep that short, our loop backs off
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            connect_timeout=max(1, int(self.connect_timeout)),
+            disconnected_cb=disconnected,
+            error_cb=error,
+            name="voip-rooms",
+        )
+
+    async def _check(self, js: Any, position: int) -> int | None:
+        """The stream's last sequence after checking it still holds ``position + 1``.
+
+        None when the stream does not exist (yet). Raises FeedGap.
+        """
+        import nats.js.errors
+
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return None
+        first, last = int(info.state.first_seq), int(info.state.last_seq)
+        if last < position:
+            raise FeedGap(
+                f"stream {self.stream} ends at sequence {last}, before our position {position} "
+                "(was it recreated?); load a newer snapshot"
+            )
+        if last > position and first > position + 1:
+            raise FeedGap(
+                f"stream {self.stream} starts at sequence {first}, but position {position + 1} "
+                "is needed (purged or aged out); load a newer snapshot"
+            )
+        return last
+
+    async def messages(self, after: int) -> AsyncIterator[Item]:
+        import nats.errors
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        position = after
+        backoff = 0.1
+        was_current = False
+        while True:
+            nc: Any = None
+            try:
+                self.status = f"connecting to {_redact(self.server)}"
+                nc = await self._connect()
+                js = nc.jetstream()
+                last = await self._check(js, position)
+                if last is None:
+                    self.status = f"stream {self.stream} not found"
+                    raise _Retry(self.status)
+                config = ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=position + 1,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=30.0,
+                    mem_storage=True,
+                    max_ack_pending=-1,
+                )
+                sub = await js.pull_subscribe(">", stream=self.stream, config=config)
+                self.status = f"following stream {self.stream} at {_redact(self.server)}"
+                backoff = 0.1
+                idle_with_pending = 0
+                while True:
+                    try:
+                        batch = await sub.fetch(self.BATCH, timeout=self.FETCH_TIMEOUT)
+                    except nats.errors.TimeoutError:
+                        if nc.is_closed:
+                            raise _Retry("connection closed") from None
+                        last = await self._check(js, position)
+                        if last is None:
+                            raise _Retry(f"stream {self.stream} disappeared") from None
+                        if last <= position:
+                            self._mark_current()
+                            if not was_current:
+                                was_current = True
+                                yield CAUGHT_UP
+                            continue
+                        idle_with_pending += 1
+                        if idle_with_pending >= 2:  # our consumer is gone: make a new one
+                            raise _Retry("consumer lost") from None
+                        continue
+                    idle_with_pending = 0
+                    for msg in batch:
+                        meta = msg.metadata
+                        seq = int(meta.sequence.stream)
+                        if seq <= position:
+                            continue  # redelivered after a reconnect: applied already
+                        if seq != position + 1:
+                            raise FeedGap(
+                                f"stream {self.stream} jumped from sequence {position} to {seq}"
+                            )
+                        if was_current and meta.num_pending:
+                            self.current = was_current = False
+                        yield Message(seq, msg.subject, msg.data)
+                        position = seq
+                        if meta.num_pending == 0:
+                            self._mark_current()
+                            if not was_current:
+                                was_current = True
+                                yield CAUGHT_UP
+            except FeedGap as exc:
+                self.status = str(exc)
+                raise
+            except (TimeoutError, _Retry, nats.errors.Error, OSError) as exc:
+                self.current = was_current = False
+                self.reconnects += 1
+                self.status = f"reconnecting: {exc or type(exc).__name__}"
+                log.warning(
+                    "feed %s: %s; retrying in %.1fs from position %d",
+                    self,
+                    exc or type(exc).__name__,
+                    backoff,
+                    position,
+                )
+            finally:
+                # The try block only ends by an exception: this connection is done with.
+                self.current = False
+                if nc is not None and not nc.is_closed:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.MAX_BACKOFF)
+
+    def _mark_current(self) -> None:
+        self.current = True
+        self.current_at = time.monotonic()
+
+
+class _Retry(Exception):
+    """Internal: drop the connection and start over."""

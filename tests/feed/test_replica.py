@@ -1,0 +1,247 @@
+"""The replica's life with a file feed: catch up, follow, count, checkpoint and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from service.core.ejson import Date
+from service.core.query import DateRange, RoomQuery
+from service.feed import checkpoint as checkpoint_module
+from service.feed.checkpoint import find_checkpoint, write_checkpoint
+from service.feed.replica import Replica
+from tests.factories import make_room, make_user, write_snapshot
+from tests.feed.support import eventually, jsonl, room_event
+
+
+def snapshot(tmp_path: Path, position: int = 0) -> Path:
+    rooms = [make_room(f"s{i}") for i in range(5)] + [{"_id": "chat", "t": "c"}]
+    users = [make_user("u1", ["admin"], {"tok": 1_700_000_000_000})]
+    perms = [{"_id": "view-l-room", "roles": ["x"]}]
+    return write_snapshot(tmp_path / "snapshot", rooms, users, perms, position=position)
+
+
+async def start(replica: Replica) -> asyncio.Task[None]:
+    task = asyncio.create_task(replica.run())
+    await eventually(lambda: replica.ready or replica.error is not None, what="ready")
+    return task
+
+
+async def finish(replica: Replica, task: asyncio.Task[None]) -> None:
+    await replica.stop()
+    await task
+
+
+def user_event(user_id: str, roles: list[str]) -> dict[str, Any]:
+    data = {"_id": user_id, "username": user_id, "roles": roles}
+    return {
+        "subject": "watch.users",
+        "payload": {"clientAction": "inserted", "id": user_id, "data": data},
+    }
+
+
+async def test_follows_a_file_counts_and_skips_bad_events(tmp_path: Path) -> None:
+    feed = tmp_path / "events.jsonl"
+    feed.write_bytes(jsonl([room_event("s0", "removed"), room_event("n1")]))
+    replica = Replica(snapshot(tmp_path), feed=f"file://{feed}", poll_interval=0.01)
+    task = await start(replica)
+    try:
+        assert replica.ready
+        assert replica.position == 2
+        assert replica.store.get("s0") is None
+        assert replica.store.get("n1") is not None
+        assert replica.staleness_seconds() == 0.0
+        bad = [
+            b"not json\n",
+            orjson.dumps({"subject": "watch.rooms", "payload": {"clientAction": "updated"}}),
+            b"\n",
+            orjson.dumps({"subject": "watch.other", "payload": {}}) + b"\n",
+            jsonl([user_event("u2", ["livechat-agent"])]),
+        ]
+        with feed.open("ab") as out:
+            out.write(b"".join(bad[:1]) + bad[1] + b"\n" + b"".join(bad[2:]))
+        await eventually(lambda: replica.position == 7, what="position 7")
+        assert replica.events[("watch.rooms", "applied")] == 2
+        assert replica.events[("other", "rejected")] == 1  # the non-JSON line
+        assert replica.events[("watch.rooms", "rejected")] == 1
+        assert replica.events[("other", "skipped")] == 2  # blank line, unknown subject
+        assert replica.events[("watch.users", "applied")] == 1
+        assert replica.users.user("u2") is not None
+        assert replica.ready
+        assert [c.ok for c in replica.checks()] == [True, True, True]
+    finally:
+        await finish(replica, task)
+    assert not replica.ready
+
+
+async def test_no_feed_is_ready_at_once(tmp_path: Path) -> None:
+    replica = Replica(snapshot(tmp_path, position=4))
+    task = await start(replica)
+    assert replica.ready
+    assert replica.position == 4
+    assert replica.staleness_seconds() == 0.0
+    await finish(replica, task)
+
+
+async def test_bad_feed_url_is_not_ready(tmp_path: Path) -> None:
+    replica = Replica(snapshot(tmp_path), feed="ftp://nowhere")
+    task = asyncio.create_task(replica.run())
+    await eventually(lambda: replica.feed_error is not None)
+    assert not replica.ready
+    assert "scheme" in (replica.error or "")
+    await finish(replica, task)
+
+
+async def test_checkpoint_restart_resumes_at_its_position(tmp_path: Path) -> None:
+    feed = tmp_path / "events.jsonl"
+    feed.write_bytes(jsonl([room_event(f"n{i}") for i in range(3)]))
+    checkpoints = tmp_path / "checkpoints"
+    snap = snapshot(tmp_path)
+
+    first = Replica(snap, feed=f"file://{feed}", checkpoint_dir=checkpoints, poll_interval=0.01)
+    task = await start(first)
+    await eventually(lambda: first.position == 3)
+    await finish(first, task)  # writes the final checkpoint
+    found = find_checkpoint(checkpoints)
+    assert found is not None
+    assert found[0] == 3
+    manifest = orjson.loads((found[1] / "manifest.json").read_bytes())
+    assert manifest["position"] == 3
+    lines = gzip.decompress((found[1] / "rooms.jsonl.gz").read_bytes()).splitlines()
+    assert len(lines) == 8
+    assert orjson.loads(lines[0])["ts"] == {"$date": "2023-11-14T22:13:20.000Z"}
+
+    # meanwhile the feed moved on; a restart loads the checkpoint, not the older snapshot
+    with feed.open("ab") as out:
+        out.write(jsonl([room_event("s1", "removed"), room_event("n9")]))
+    second = Replica(snap, feed=f"file://{feed}", checkpoint_dir=checkpoints, poll_interval=0.01)
+    task = await start(second)
+    try:
+        await eventually(lambda: second.position == 5)
+        assert second.loaded is not None
+        assert second.loaded.position == 3
+        assert second.loaded_from == found[1]
+        # only the two new events were applied, nothing twice
+        assert sum(second.events.values()) == 2
+        assert len(second.store) == len(first.store) - 1 + 1
+        assert second.store.get("s1") is None
+        # dates survived the checkpoint as dates: a date range still finds the rooms
+        query = RoomQuery(created=DateRange(Date("2023-11-14T00:00:00.000Z"), None), count=None)
+        assert second.store.page(query)[0] == len(second.store)
+        assert second.users.user("u1") is not None
+        assert second.users.permission_roles("view-l-room") == frozenset({"x"})
+    finally:
+        await finish(second, task)
+    found = find_checkpoint(checkpoints)
+    assert found is not None
+    assert found[0] == 5
+    assert len(list(checkpoints.iterdir())) == 1  # the older one was removed
+
+
+async def test_snapshot_newer_than_checkpoint_wins(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    old = Replica(snapshot(tmp_path / "a", position=2), checkpoint_dir=checkpoints)
+    task = await start(old)
+    await finish(old, task)
+    assert find_checkpoint(checkpoints) is not None
+    newer = snapshot(tmp_path / "b", position=10)
+    replica = Replica(newer, checkpoint_dir=checkpoints)
+    task = await start(replica)
+    assert replica.loaded_from == newer
+    assert replica.position == 10
+    await finish(replica, task)
+
+
+async def test_periodic_checkpoint_by_event_count(tmp_path: Path) -> None:
+    feed = tmp_path / "events.jsonl"
+    feed.write_bytes(jsonl([room_event(f"n{i}") for i in range(5)]))
+    checkpoints = tmp_path / "checkpoints"
+    replica = Replica(
+        snapshot(tmp_path),
+        feed=f"file://{feed}",
+        checkpoint_dir=checkpoints,
+        checkpoint_events=5,
+        checkpoint_interval=3600,
+        poll_interval=0.01,
+    )
+    task = await start(replica)
+    try:
+        await eventually(lambda: replica.checkpoint_position == 5, what="checkpoint")
+        with feed.open("ab") as out:
+            out.write(jsonl([room_event("late")]))
+        await eventually(lambda: replica.position == 6)
+        await asyncio.sleep(0.05)
+        assert replica.checkpoint_position == 5  # one event is below the threshold
+    finally:
+        await finish(replica, task)
+    assert replica.checkpoint_position == 6
+
+
+async def test_crash_while_writing_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    feed = tmp_path / "events.jsonl"
+    feed.write_bytes(jsonl([room_event("n1")]))
+    replica = Replica(
+        snapshot(tmp_path), feed=f"file://{feed}", checkpoint_dir=checkpoints, poll_interval=0.01
+    )
+    task = await start(replica)
+    await eventually(lambda: replica.position == 1)
+    assert await replica.checkpoint() is not None
+    before = find_checkpoint(checkpoints)
+    with feed.open("ab") as out:
+        out.write(jsonl([room_event("n2")]))
+    await eventually(lambda: replica.position == 2)
+
+    real = checkpoint_module._write_jsonl_gz
+    calls = 0
+
+    def failing(path: Path, docs: Any, level: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, docs, level)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_module, "_write_jsonl_gz", failing)
+        assert await replica.checkpoint() is None
+    assert replica.checkpoint_failures == 1
+    assert before is not None
+    assert find_checkpoint(checkpoints) == before
+    assert [p.name for p in checkpoints.iterdir()] == [before[1].name]
+    await finish(replica, task)
+    after = find_checkpoint(checkpoints)
+    assert after is not None
+    assert after[0] == 2
+
+
+def test_leftover_temporary_directory_is_ignored_and_removed(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / ".tmp-checkpoint-crashed").mkdir(parents=True)
+    (checkpoints / ".tmp-checkpoint-crashed" / "rooms.jsonl.gz").write_bytes(b"partial")
+    assert find_checkpoint(checkpoints) is None
+    view = checkpoint_module.CheckpointView(7, list, [], [])
+    path = write_checkpoint(view, checkpoints)
+    assert [p.name for p in checkpoints.iterdir()] == [path.name]
+
+
+async def test_damaged_checkpoint_falls_back_to_the_snapshot(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    damaged = checkpoints / "checkpoint-000000000009"
+    damaged.mkdir(parents=True)
+    (damaged / "rooms.jsonl.gz").write_bytes(b"not gzip at all")
+    (damaged / "manifest.json").write_bytes(b'{"position": 9}')
+    snap = snapshot(tmp_path, position=3)
+    replica = Replica(snap, checkpoint_dir=checkpoints)
+    task = await start(replica)
+    assert replica.ready
+    assert replica.loaded_from == snap
+    assert replica.position == 3
+    await finish(replica, task)
