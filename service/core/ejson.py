@@ -59,12 +59,20 @@ def date_from_iso(text: str) -> Date:
     return date_from_ms(ms)
 
 
+_INT_LIMITS = {"$numberInt": 1 << 31, "$numberLong": 1 << 63}
+
+
 def _int(text: Any, name: str) -> int:
-    if isinstance(text, str) and text.strip() == text and text:
+    if isinstance(text, str) and text.strip() == text and 0 < len(text) <= 21:
         try:
-            return int(text, 10)
+            value = int(text, 10)
         except ValueError:
             pass
+        else:
+            limit = _INT_LIMITS[name]
+            if -limit <= value < limit:
+                return value
+            raise EJsonError(f"{name} out of range: {text}")
     raise EJsonError(f"{name} expects a decimal integer string, got {text!r}")
 
 

@@ -142,7 +142,8 @@ def _body(payload: Any) -> dict[str, Any]:
         decoded = ejson.decode(payload)
     except ejson.EJsonError as exc:
         raise BadEvent(f"bad Extended JSON: {exc}") from None
-    assert isinstance(decoded, dict)
+    if not isinstance(decoded, dict):
+        raise BadEvent("payload must be a JSON object, got an Extended JSON value")
     return decoded
 
 

@@ -141,9 +141,14 @@ class RoomsHandler:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=MAX_BODY, actual_size=request.content_length
             )
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(MAX_BODY + 1 - size):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=size)
+        raw = b"".join(parts)
         if request.content_type != "application/json" or not raw.strip():
             return None
         try:

@@ -88,13 +88,8 @@ def test_ejson_decode_handles_nesting(text: str) -> None:
     ejson.decode(orjson.loads(text))
 
 
-INT64_BUG = (
-    "ejson accepts $numberLong/$numberInt beyond 64 bits; the store then fails to serialize "
-    "the room with TypeError (in a snapshot load it escapes load_snapshot and the replica task)"
-)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=INT64_BUG)
 @pytest.mark.parametrize(
     "wrapper",
     [{"$numberLong": "99999999999999999999"}, {"$numberInt": "-99999999999999999999"}],
@@ -224,13 +219,6 @@ def test_decode_of_damaged_json(subject: str, noise: bytes, cut: int) -> None:
     _check(subject, good[:cut] + noise + good[cut:])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="events._body asserts that the decoded payload is a dict; a payload that is itself "
-    "an Extended JSON wrapper decodes to a scalar and the AssertionError escapes decode "
-    "(the replica still counts it as rejected, through its catch-all)",
-)
 @pytest.mark.parametrize("payload", [b'{"$date": 0}', b'[{"$numberInt": "1"}]'])
 def test_payload_that_is_a_wrapper(payload: bytes) -> None:
     _check("watch.rooms", payload)

@@ -102,11 +102,6 @@ async def test_body_over_1_mib_is_413(client: Client) -> None:
     assert (await resp.json())["success"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rooms.py reads a body with one content.read(MAX_BODY + 1), which returns the first "
-    "chunk only: a chunked body is parsed from its first chunk (400), never seen as too large",
-)
 async def test_chunked_body_over_1_mib_is_413(client: Client) -> None:
     async def chunks() -> Any:
         for _ in range(20):
@@ -401,12 +396,6 @@ async def test_snapshot_with_a_bad_line_is_never_served(
     assert resp.headers["Retry-After"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a $numberLong beyond 64 bits passes ejson.decode, then the store's serializer "
-    "raises TypeError, which escapes load_snapshot: the replica task dies and /readyz says "
-    "loading forever",
-)
 async def test_snapshot_with_an_integer_beyond_64_bits_names_the_line(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
