@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 PORT   ?= 3000
 ROOMS  ?= 20000
 DEMO   ?= .demo
+EVENTS := $(abspath $(DEMO))-events.jsonl
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck fmt bench clean
+.PHONY: help install run test lint typecheck fmt bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,9 +25,12 @@ install: $(STAMP) ## create .venv with the project and its dev tools
 $(DEMO)/manifest.json: | $(STAMP)
 	$(BIN)/voip-rooms demo-data --out $(DEMO) --rooms $(ROOMS) --port $(PORT) > $(DEMO).credentials.txt || (rm -rf $(DEMO); exit 1)
 
-run: $(STAMP) $(DEMO)/manifest.json ## serve demo data on port 3000 and print a working curl
+run: $(STAMP) $(DEMO)/manifest.json ## serve demo data on port 3000 (with live simulated calls) and print a working curl
 	@cat $(DEMO).credentials.txt
-	$(BIN)/voip-rooms serve --snapshot $(DEMO) --port $(PORT)
+	@: > $(EVENTS); \
+	$(BIN)/voip-rooms simulate --feed file://$(EVENTS) --snapshot $(DEMO) --rate 2 >/dev/null 2>&1 & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/voip-rooms serve --snapshot $(DEMO) --feed file://$(EVENTS) --port $(PORT)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check service tests
@@ -42,8 +46,11 @@ fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format service tests
 	$(BIN)/ruff check --fix service tests
 
-bench: $(STAMP) ## benchmark (see tests/bench/)
-	$(BIN)/python -m tests.bench.query_times --rooms $${BENCH_ROOMS:-1000000}
+bench: $(STAMP) ## HTTP benchmark under wrk against an aiohttp ceiling, plus in-process query times; writes tests/bench/RESULTS.md
+	$(BIN)/python -m tests.bench.http --rooms $${BENCH_ROOMS:-1000000}
+
+soak: $(STAMP) ## 60-second soak: maximum request rate with feed events arriving
+	$(BIN)/python -m tests.soak
 
 clean: ## remove the venv, demo data and caches
-	rm -rf $(VENV) $(DEMO) $(DEMO).credentials.txt .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DEMO) $(DEMO).credentials.txt $(EVENTS) .bench-data .mypy_cache .ruff_cache .pytest_cache

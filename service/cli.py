@@ -41,6 +41,28 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from service.feed.tools import publish_file
+
+    count = _run(publish_file(args.feed, Path(args.file)))
+    print(f"published {count} events to {args.feed}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from service.feed.tools import simulate
+    from service.logs import setup_logging
+
+    setup_logging("info")
+    snapshot = Path(args.snapshot) if args.snapshot else None
+    try:
+        count = _run(simulate(args.feed, args.rate, args.seed, args.duration, snapshot))
+    except KeyboardInterrupt:
+        return 0
+    print(f"wrote {count} events to {args.feed}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -74,6 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=3000, metavar="PORT", help="port used in the printed curl"
     )
     demo.set_defaults(func=_demo_data)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish an events file into a NATS JetStream stream",
+        description='Publish FILE (one {"subject", "payload"} object a line) into the stream '
+        "of --feed, creating the stream with the three subjects if it is missing.",
+    )
+    publish.add_argument(
+        "--feed", required=True, metavar="URL", help="nats://host:port?stream=NAME"
+    )
+    publish.add_argument("file", metavar="FILE", help="events file (JSON lines)")
+    publish.set_defaults(func=_publish)
+
+    sim = commands.add_parser(
+        "simulate",
+        help="produce a realistic live stream of call events",
+        description="Generate calls arriving, agents taking them and calls closing, and publish "
+        "them to a nats:// feed or append them to a file:// feed.",
+    )
+    sim.add_argument("--feed", required=True, metavar="URL", help="file:///path or nats://...")
+    sim.add_argument(
+        "--snapshot", metavar="DIR", help="continue this demo snapshot (its agents, queues, calls)"
+    )
+    sim.add_argument("--rate", type=float, default=1.0, metavar="N", help="new calls per second")
+    sim.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
+    sim.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after (default never)"
+    )
+    sim.set_defaults(func=_simulate)
     return parser
 
 
