@@ -143,6 +143,13 @@ SETTINGS: tuple[Spec, ...] = (
     ),
     Spec("log_level", _level, "info", "debug, info, warning or error", "LEVEL"),
     Spec(
+        "metrics",
+        _bool,
+        "true",
+        "record per-request metrics (false only to measure what they cost)",
+        "BOOL",
+    ),
+    Spec(
         "access_log",
         _positive(float),
         "0",
@@ -212,6 +219,7 @@ class Settings:
     rate_limit: RateLimit | None = None
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    metrics: bool = True
     access_log: float = 0.0
     drain_seconds: float = 5.0
     shutdown_timeout: float = 20.0

@@ -38,7 +38,7 @@ CORS_HEADERS = "X-User-Id, X-Auth-Token, Content-Type, If-None-Match"
 CORS_EXPOSE = "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"
 
 
-def _front_door(metrics: Metrics, access_sample: float) -> web.middleware:  # type: ignore[valid-type]
+def _front_door(metrics: Metrics, access_sample: float, record: bool = True) -> web.middleware:  # type: ignore[valid-type]
     """Route label, merged slashes, errors in Rocket.Chat's shapes, metrics, sampled access log."""
 
     @web.middleware
@@ -58,7 +58,8 @@ def _front_door(metrics: Metrics, access_sample: float) -> web.middleware:  # ty
                 found = await request.app.router.resolve(clone)
                 if found.http_exception is None and found.route.resource is not None:
                     request, handler, route = clone, found.handler, found.route.resource.canonical
-        metrics.in_flight.inc()
+        if record:
+            metrics.in_flight.inc()
         try:
             try:
                 response = await handler(request)
@@ -74,9 +75,11 @@ def _front_door(metrics: Metrics, access_sample: float) -> web.middleware:  # ty
                 log.exception("request failed", extra={"route": route, "method": request.method})
                 response = status_error(500)
         finally:
-            metrics.in_flight.dec()
+            if record:
+                metrics.in_flight.dec()
         elapsed = metrics.now() - started
-        metrics.request(request.method, route).observe(response.status, elapsed)
+        if record:
+            metrics.request(request.method, route).observe(response.status, elapsed)
         if access_sample and random.random() < access_sample:
             access_log.info(
                 "request",
@@ -163,7 +166,7 @@ def create_app(
         replica = Replica.from_settings(settings)
     metrics = metrics if metrics is not None else Metrics()
     metrics.replica = replica
-    middlewares = [_front_door(metrics, settings.access_log)]
+    middlewares = [_front_door(metrics, settings.access_log, settings.metrics)]
     if settings.cors_origins:
         middlewares.append(_cors(settings.cors_origins))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
