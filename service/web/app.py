@@ -59,7 +59,7 @@ def _front_door(metrics: Metrics, access_sample: float, record: bool = True) -> 
                 if found.http_exception is None and found.route.resource is not None:
                     request, handler, route = clone, found.handler, found.route.resource.canonical
         if record:
-            metrics.in_flight.inc()
+            metrics.in_flight += 1
         try:
             try:
                 response = await handler(request)
@@ -76,7 +76,7 @@ def _front_door(metrics: Metrics, access_sample: float, record: bool = True) -> 
                 response = status_error(500)
         finally:
             if record:
-                metrics.in_flight.dec()
+                metrics.in_flight -= 1
         elapsed = metrics.now() - started
         if record:
             metrics.request(request.method, route).observe(response.status, elapsed)

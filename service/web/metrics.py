@@ -128,11 +128,13 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        #: requests being served; a plain int on the request path, read by the gauge at scrape
+        self.in_flight = 0
+        Gauge(
             "voip_rooms_http_requests_in_flight",
             "HTTP requests being served",
             registry=self.registry,
-        )
+        ).set_function(lambda: self.in_flight)
         auth = Counter(
             "voip_rooms_auth_failures",
             "Failed authentications by reason",
