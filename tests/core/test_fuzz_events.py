@@ -88,8 +88,6 @@ def test_ejson_decode_handles_nesting(text: str) -> None:
     ejson.decode(orjson.loads(text))
 
 
-
-
 @pytest.mark.parametrize(
     "wrapper",
     [{"$numberLong": "99999999999999999999"}, {"$numberInt": "-99999999999999999999"}],
