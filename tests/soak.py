@@ -17,7 +17,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import orjson
 
 from tests.conftest import MANAGER, standard_users
 from tests.factories import iso, make_room, write_snapshot
+from tests.net import free_port
 
 ROOT = Path(__file__).parent.parent
 QUERIES = [
@@ -69,13 +69,6 @@ function done(summary, latency, requests)
     latency.max, e.connect + e.read + e.write + e.timeout, table.concat(parts, ",")))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_kib(pid: int) -> int:

@@ -28,7 +28,6 @@ import resource
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.net import free_port
 
 __all__ = ["main"]
 
@@ -422,13 +423,6 @@ def fetch(port: int, query: Query, logins: dict[str, Login], etag: str | None = 
 # --- processes ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Process:
     """A child in its own process group, with its output in a log file; stop() kills the group."""
 
@@ -770,7 +764,7 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
     log_dir = DATA_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    port = free_port()
+    port = free_port(HOST)
     real = start_service("service", snapshot, port, log_dir)
     stack.callback(real.stop)
     log(f"service pid {real.pid} on :{port} (core {SERVER_CPU}), loading {args.rooms:,} rooms")
@@ -836,7 +830,7 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
 
     ceilings: dict[str, tuple[Process, int]] = {}
     for mix, size in (("polling", polling_bytes), ("distinct", distinct_bytes)):
-        cport = free_port()
+        cport = free_port(HOST)
         proc = start_ceiling(f"ceiling-{mix}", cport, size, log_dir)
         stack.callback(proc.stop)
         wait_ready(proc, cport, 60)
@@ -896,7 +890,7 @@ def compare_metrics(
     real: Process,
 ) -> None:
     """The polling mix against a second service started with VOIP_ROOMS_METRICS=off."""
-    port = free_port()
+    port = free_port(HOST)
     off = start_service(
         "service-metrics-off", snapshot, port, log_dir, {"VOIP_ROOMS_METRICS": "off"}
     )

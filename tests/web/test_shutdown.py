@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,7 @@ import aiohttp
 
 from tests.conftest import MANAGER, headers, standard_rooms, standard_users
 from tests.factories import write_snapshot
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.net import free_port
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
