@@ -1,6 +1,7 @@
 -- wrk script: every request different (tests/bench/http.py wrote them, one a line, to a file).
--- Template: http.py replaces the DATA line with USERS and REQUESTS_FILE. Arguments after "--":
--- the first line to send (so that successive runs never repeat a request) and a random seed.
+-- Template: http.py replaces the DATA line with USERS, REQUESTS_FILE and PACED. Arguments after
+-- "--": the first line to send (so that successive runs never repeat a request), a random seed
+-- and, when PACED, the mean think time in milliseconds.
 -- No response() here: wrk then skips buffering bodies, and errors.status counts failures.
 
 --@@DATA@@
@@ -8,12 +9,25 @@
 local threads = {}
 local lines = {}
 local next_line = 1
+local think_ms = 0
 
 function setup(thread)
   table.insert(threads, thread)
 end
 
+if PACED then
+  -- A fixed offered rate rather than closed-loop: each connection waits an exponential think
+  -- time (mean think_ms) before each request, so N connections offer N * 1000 / (think_ms +
+  -- latency) req/s, about N * 1000 / think_ms while answers are much faster than the think
+  -- time. wrk starts timing a request after its wait.
+  function delay()
+    return math.floor(-think_ms * math.log(1 - math.random()) + 0.5)
+  end
+end
+
 function init(args)
+  math.randomseed(tonumber(args[2]) or 1)
+  think_ms = tonumber(args[3]) or 0
   for line in io.lines(REQUESTS_FILE) do
     local tab = string.find(line, "\t", 1, true)
     table.insert(lines, { tonumber(string.sub(line, 1, tab - 1)), string.sub(line, tab + 1) })

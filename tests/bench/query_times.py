@@ -1,80 +1,51 @@
-"""In-process RoomStore benchmark: bulk load, memory, and per query class latency percentiles.
+"""In-process figures: snapshot load rate, memory per room, query p99 per class, event apply rate.
 
-Run: python -m tests.bench.query_times --rooms 1000000
+    python -m tests.bench.query_times [--rooms N | --snapshot DIR] [--runs R] [--events E]
+                                      [--json FILE]
+
+On the benchmark's demo snapshot (``.bench-data/<rooms>-<seed>``, as ``http.py`` serves it):
+
+1. Load: ``service.feed.snapshot.load_snapshot`` into an empty RoomStore and Directory, as the
+   replica does (gzip read, JSON and Extended JSON decode, index build), then ``gc.freeze()``
+   as the replica does after a load. Rooms per second of that call.
+2. Memory: resident set size after the load minus before it, per room.
+3. Queries: ``RoomStore.page`` per query class (filters, name searches from a common fragment
+   to a word, offset 10,000, every sort), ``--runs`` times each with values drawn from the
+   snapshot; wall-clock percentiles, and the thread's CPU time as a check on a shared machine.
+4. Events: ``tests.bench.apply.measure_apply`` on the loaded store (decode + apply).
+
+``--json FILE`` writes the figures for ``http.py``, which tabulates them in RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from service.core.ejson import Date, date_from_ms
+from service.core.ejson import date_from_ms
 from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery
 from service.core.rooms import RoomStore
+from service.core.users import Directory
+from service.feed.snapshot import load_snapshot
+from tests.bench.apply import describe, measure_apply
+from tests.bench.data import (
+    DAY_MS,
+    Sample,
+    add_data_arguments,
+    common_fragment,
+    ensure_data,
+    log,
+    name_fragments,
+    sample_rooms,
+)
 
-START_MS = 1_625_000_000_000  # 2021-06-29
-SPAN_MS = 2 * 365 * 86_400_000
-QUEUES = [f"queue-{i:02d}" for i in range(20)]
-AGENTS = [(f"agent{i:03d}id{i * 7919 % 1000:03d}xx", f"agent.{i:03d}") for i in range(300)]
-TAGS = ["vip", "sales", "support", "billing", "callback", "spam", "escalated", "refund",
-        "complaint", "new", "returning", "priority", "survey", "voicemail", "transfer"]  # fmt: skip
-VISITORS = 100_000
-
-
-def _rid(rng: random.Random) -> str:
-    return "".join(rng.choices("23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz", k=17))
-
-
-def synthetic_rooms(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """Realistic decoded voip rooms (as ``ejson.decode`` gives them)."""
-    rng = random.Random(seed)
-    for i in range(n):
-        ts_ms = START_MS + int(SPAN_MS * i / max(n, 1)) + rng.randrange(60_000)
-        visitor = rng.randrange(VISITORS)
-        agent_id, agent_name = rng.choice(AGENTS)
-        is_open = rng.random() < 0.1
-        wait = rng.randrange(1, 120_000)
-        started = ts_ms + wait
-        duration = rng.randrange(5_000, 1_800_000)
-        room: dict[str, Any] = {
-            "_id": _rid(rng),
-            "t": "v",
-            "name": f"guest-{visitor:06d}-{ts_ms // 1000}.{rng.randrange(10_000):04d}",
-            "fname": f"Guest {visitor:06d}",
-            "ts": date_from_ms(ts_ms),
-            "msgs": rng.randrange(0, 30),
-            "usersCount": 2,
-            "lm": date_from_ms(started + 1000),
-            "queue": rng.choice(QUEUES),
-            "direction": "inbound" if rng.random() < 0.8 else "outbound",
-            "v": {
-                "_id": f"visitor-{visitor:06d}",
-                "username": f"guest-{visitor:06d}",
-                "token": f"tok{visitor:010d}",
-                "status": "online",
-                "phone": [{"phoneNumber": f"+1555{visitor:07d}"}],
-            },
-            "servedBy": {"_id": agent_id, "username": agent_name, "ts": date_from_ms(started)},
-            "callStarted": date_from_ms(started),
-            "callWaitingTime": wait,
-            "tags": rng.sample(TAGS, rng.choice([0, 1, 1, 2, 3])),
-            "_updatedAt": date_from_ms(started + (0 if is_open else duration)),
-        }
-        if is_open:
-            room["open"] = True
-        else:
-            room["closedAt"] = date_from_ms(started + duration)
-            room["closedBy"] = {"_id": agent_id, "username": agent_name}
-            room["closer"] = "user"
-            room["callDuration"] = duration
-            room["callTotalHoldTime"] = rng.choice([0, 0, 0, rng.randrange(1000, 60_000)])
-            room["callEndedBy"] = agent_id
-        yield room
+__all__ = ["main", "query_classes", "time_queries"]
 
 
 def rss_kb() -> int:
@@ -85,44 +56,57 @@ def rss_kb() -> int:
     return 0  # pragma: no cover
 
 
-def day(offset_days: float) -> Date:
-    return date_from_ms(START_MS + int(offset_days * 86_400_000))
+def query_classes(sample: Sample, rng: random.Random) -> dict[str, Callable[[], RoomQuery]]:
+    """Query classes, each a maker of queries with values drawn from the snapshot's sample."""
+    queues, tags = list(sample.queues), list(sample.tags) or ["none"]
+    agent_ids, agent_names = list(sample.agents), list(sample.agent_names) or list(sample.agents)
+    visitors = list(sample.visitors) or ["none"]
+    span = max(DAY_MS, sample.last_ms - sample.first_ms)
+    words = name_fragments(sample, rng, 500)
+    wide3, wide2 = common_fragment(sample, 3), common_fragment(sample, 2)
 
+    def window(days: int) -> DateRange:
+        start = sample.first_ms + rng.randrange(max(1, span - days * DAY_MS))
+        return DateRange(date_from_ms(start), date_from_ms(start + days * DAY_MS))
 
-def query_classes(rng: random.Random, n: int) -> dict[str, Callable[[], RoomQuery]]:
+    def since() -> DateRange:
+        return DateRange(date_from_ms(sample.first_ms + rng.randrange(span)), None)
+
     def agent() -> str:
-        return rng.choice(AGENTS)[rng.randrange(2)]
-
-    def window() -> DateRange:
-        start = rng.uniform(0, 700)
-        return DateRange(day(start), day(start + 7))
-
-    def name_part() -> str:
-        visitor = rng.randrange(VISITORS)
-        return rng.choice([f"{visitor:06d}", f"guest-{visitor:06d}", f"GUEST-{visitor:05d}"])
+        return rng.choice(agent_ids)
 
     classes: dict[str, Callable[[], RoomQuery]] = {
         "no filter": lambda: RoomQuery(),
-        "agents": lambda: RoomQuery(agents=(agent(),)),
+        "agents (id)": lambda: RoomQuery(agents=(agent(),)),
+        "agents (username)": lambda: RoomQuery(agents=(rng.choice(agent_names),)),
         "agents x3": lambda: RoomQuery(agents=(agent(), agent(), agent())),
         "open=true": lambda: RoomQuery(open=True),
         "open=false": lambda: RoomQuery(open=False),
-        "createdAt 7d": lambda: RoomQuery(created=window()),
-        "createdAt from": lambda: RoomQuery(created=DateRange(day(rng.uniform(0, 700)), None)),
-        "closedAt 7d": lambda: RoomQuery(closed=window()),
-        "tags": lambda: RoomQuery(tags=(rng.choice(TAGS),)),
-        "queue": lambda: RoomQuery(queue=rng.choice(QUEUES)),
-        "visitorId": lambda: RoomQuery(visitor_id=f"visitor-{rng.randrange(VISITORS):06d}"),
-        "direction": lambda: RoomQuery(direction=rng.choice(["inbound", "outbound"])),
-        "roomName": lambda: RoomQuery(room_name=name_part()),
-        "3 filters": lambda: RoomQuery(
-            queue=rng.choice(QUEUES), open=False, created=DateRange(day(rng.uniform(0, 600)), None)
+        "createdAt 7d": lambda: RoomQuery(created=window(7)),
+        "createdAt from": lambda: RoomQuery(created=since()),
+        "closedAt 7d": lambda: RoomQuery(closed=window(7)),
+        "tags": lambda: RoomQuery(tags=(rng.choice(tags),)),
+        "tags x2": lambda: RoomQuery(tags=(rng.choice(tags), rng.choice(tags))),
+        "queue": lambda: RoomQuery(queue=rng.choice(queues)),
+        "queue open=true": lambda: RoomQuery(queue=rng.choice(queues), open=True),
+        "visitorId": lambda: RoomQuery(visitor_id=rng.choice(visitors)),
+        "direction": lambda: RoomQuery(direction=rng.choice(("inbound", "outbound"))),
+        "roomName word": lambda: RoomQuery(room_name=rng.choice(words)),
+        f"roomName {wide3!r} (common)": lambda: RoomQuery(room_name=wide3),
+        f"roomName {wide2!r} (2 letters)": lambda: RoomQuery(room_name=wide2),
+        "roomName word + createdAt 30d": lambda: RoomQuery(
+            room_name=rng.choice(words), created=window(30)
         ),
+        "3 filters": lambda: RoomQuery(queue=rng.choice(queues), open=False, created=since()),
         "3 filters b": lambda: RoomQuery(
-            agents=(agent(),), direction="inbound", tags=(rng.choice(TAGS), rng.choice(TAGS))
+            agents=(agent(),), direction="inbound", tags=(rng.choice(tags), rng.choice(tags))
         ),
         "offset 10000": lambda: RoomQuery(offset=10_000),
-        "offset 10000 queue": lambda: RoomQuery(offset=10_000, queue=rng.choice(QUEUES)),
+        "offset 10000 queue": lambda: RoomQuery(offset=10_000, queue=rng.choice(queues)),
+        "offset 10000 open=false by callDuration": lambda: RoomQuery(
+            offset=10_000, open=False, sort=(("callDuration", -1),)
+        ),
+        f"offset 10000 roomName {wide3!r}": lambda: RoomQuery(offset=10_000, room_name=wide3),
         "2-key sort": lambda: RoomQuery(
             sort=(("queue", 1), ("ts", -1)), offset=rng.randrange(1000)
         ),
@@ -133,75 +117,104 @@ def query_classes(rng: random.Random, n: int) -> dict[str, Callable[[], RoomQuer
 
     for field in SORTABLE_FIELDS:
         for direction in (1, -1):
-            classes[f"sort {field} {'asc' if direction > 0 else 'desc'}"] = sorted_by(
-                field, direction
-            )
+            label = f"sort {field} {'asc' if direction > 0 else 'desc'}"
+            classes[label] = sorted_by(field, direction)
     return classes
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rooms", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--events", type=int, default=20_000, help="upserts to time")
-    args = parser.parse_args(argv)
+def _percentile(ordered: Sequence[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
-    rooms = list(synthetic_rooms(args.rooms, args.seed))
-    gc.collect()
-    gc.freeze()
-    before = rss_kb()
-    store = RoomStore()
-    started = time.perf_counter()
-    store.bulk_load(rooms)
-    load_s = time.perf_counter() - started
-    gc.collect()
-    gc.freeze()  # as the service should after a load: a full GC pass over 10^7 objects is a pause
-    added = rss_kb() - before
-    print(f"rooms: {len(store):,}  open: {store.open_count():,}")
-    print(f"bulk load: {load_s:.2f} s = {len(store) / load_s:,.0f} rooms/s")
-    per_room = added * 1024 / max(len(store), 1)
-    print(f"resident memory added: {added / 1024:,.0f} MiB = {per_room:,.0f} B/room")
 
-    rng = random.Random(args.seed + 1)
-    updates = [dict(rng.choice(rooms)) for _ in range(args.events)]
-    for i, room in enumerate(updates):
-        room["_updatedAt"] = date_from_ms(START_MS + SPAN_MS + i)
-        room["msgs"] = room["msgs"] + 1
-        if "open" in room and i % 2:
-            del room["open"]
-            room["closedAt"] = room["_updatedAt"]
-    started = time.perf_counter()
-    for room in updates:
-        store.upsert(room)
-    up_s = time.perf_counter() - started
-    each_us = up_s / len(updates) * 1e6
-    print(f"upsert (update of 2-4 fields): {len(updates) / up_s:,.0f} /s, {each_us:.1f} us each")
-    del rooms, updates
-    gc.collect()
-
-    print("\nwall = elapsed time; cpu = this thread's CPU time (excludes time the OS ran others)")
-    head = f"{'query class':<28}{'total':>10}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}"
-    print(f"{head}{'cpu p99 ms':>12}")
-    for label, make in query_classes(rng, len(store)).items():
-        times = []
-        cpu = []
-        total = 0
-        for _ in range(args.runs):
+def time_queries(
+    store: RoomStore, classes: dict[str, Callable[[], RoomQuery]], runs: int
+) -> list[dict[str, Any]]:
+    """Per class: median, p99 and max wall milliseconds of ``store.page``, p99 CPU
+    milliseconds, and the last query's total."""
+    out = []
+    for label, make in classes.items():
+        wall: list[float] = []
+        cpu: list[float] = []
+        totals: list[int] = []
+        for _ in range(runs):
             q = make()
             c0 = time.thread_time()
             t0 = time.perf_counter()
             total, _page = store.page(q)
-            times.append((time.perf_counter() - t0) * 1000)
+            wall.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.thread_time() - c0) * 1000)
-        times.sort()
+            totals.append(total)
+        wall.sort()
         cpu.sort()
-        at = min(len(times) - 1, int(len(times) * 0.99))
-        print(
-            f"{label:<28}{total:>10,}{statistics.median(times):>11.3f}{times[at]:>9.3f}"
-            f"{times[-1]:>9.3f}{cpu[at]:>12.3f}"
+        out.append(
+            {
+                "class": label,
+                "runs": runs,
+                "median_total": int(statistics.median(totals)),
+                "median_ms": statistics.median(wall),
+                "p99_ms": _percentile(wall, 0.99),
+                "max_ms": wall[-1],
+                "cpu_p99_ms": _percentile(cpu, 0.99),
+            }
         )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.query_times", description=__doc__)
+    add_data_arguments(parser, rooms=1_000_000)
+    parser.add_argument("--runs", type=int, default=500, help="queries per class (500)")
+    parser.add_argument(
+        "--events", type=int, help="feed events to time (default: rooms / 20, 5000..50000)"
+    )
+    args = parser.parse_args(argv)
+    snapshot = args.snapshot or ensure_data(args.rooms, args.seed)[0]
+    events = args.events or min(50_000, max(5_000, args.rooms // 20))
+    sample = sample_rooms(snapshot, args.rooms)
+
+    gc.collect()
+    before = rss_kb()
+    store, users = RoomStore(), Directory()
+    log(f"loading {snapshot}")
+    started = time.perf_counter()
+    loaded = load_snapshot(snapshot, store, users)
+    load_s = time.perf_counter() - started
+    gc.collect()
+    gc.freeze()  # as the replica does after a load
+    added_kb = rss_kb() - before
+    rooms = len(store)
+    figures: dict[str, Any] = {
+        "snapshot": str(snapshot),
+        "rooms": rooms,
+        "load": {"seconds": load_s, "rooms_per_s": rooms / load_s, "users": loaded.users},
+        "memory": {"added_bytes": added_kb * 1024, "per_room_bytes": added_kb * 1024 / rooms},
+    }
+    print(f"rooms: {rooms:,}  open: {store.open_count():,}  users: {loaded.users:,}")
+    print(f"snapshot load: {load_s:.2f} s = {rooms / load_s:,.0f} rooms/s")
+    per_room = added_kb * 1024 / rooms
+    print(f"resident memory added: {added_kb / 1024:,.0f} MiB = {per_room:,.0f} B/room")
+
+    log(f"timing queries ({args.runs} per class)")
+    figures["queries"] = time_queries(
+        store, query_classes(sample, random.Random(args.seed)), args.runs
+    )
+    print("\nwall = elapsed time; cpu = this thread's CPU time (excludes time the OS ran others)")
+    head = f"{'query class':<40}{'total':>10}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}"
+    print(f"{head}{'cpu p99 ms':>12}")
+    for row in figures["queries"]:
+        print(
+            f"{row['class']:<40}{row['median_total']:>10,}{row['median_ms']:>11.3f}"
+            f"{row['p99_ms']:>9.3f}{row['max_ms']:>9.3f}{row['cpu_p99_ms']:>12.3f}"
+        )
+
+    log(f"applying {events:,} feed events")
+    figures["apply"] = measure_apply(snapshot, store, users, loaded.position, events)
+    print()
+    print(describe(figures["apply"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

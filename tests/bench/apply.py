@@ -1,0 +1,132 @@
+"""Feed events applied per second in process: decode + apply, as the replica does them.
+
+    python -m tests.bench.apply [--rooms N | --snapshot DIR] [--events E] [--json FILE]
+
+The events continue the demo snapshot (``service.demo.Simulator``: calls arriving, answered,
+ended, abandoned, snapshot calls wound down, now and then a room removed, a user or permission
+changed), serialized as the broker carries them (JSON bytes, a quarter of them wrapped in a
+one-element array). Five simulated minutes of them are applied untimed, then the timed ones:
+``Replica.handle`` on each, that is ``events.decode`` of the bytes, ``events.apply`` to the store
+and directory loaded from the snapshot, the position and the result counters. No I/O.
+``query_times.py`` calls :func:`measure_apply` on the store it has loaded; run alone, this loads
+the snapshot first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.core.rooms import RoomStore
+from service.core.users import Directory
+from service.demo import Simulator, read_demo_state
+from service.feed.replica import Replica
+from service.feed.snapshot import load_snapshot
+from service.feed.sources import Message
+from tests.bench.data import add_data_arguments, ensure_data, log
+
+__all__ = ["feed_messages", "main", "measure_apply"]
+
+#: New calls per second of simulated time: a large call center. A call makes 2 or 3 events over
+#: about four minutes (waiting, talking), so the mix settles at about one new room to two updates.
+CALLS_PER_SECOND = 10
+#: Simulated seconds of events applied, untimed, before the timed ones: the calls open in the
+#: timed stretch are then of every age, as in a replica that has been following for a while.
+WARMUP_SECONDS = 300
+
+
+def feed_messages(
+    snapshot: Path, count: int, first_position: int
+) -> tuple[list[Message], list[Message], Counter[str]]:
+    """Feed messages continuing a demo snapshot from position ``first_position`` on: those of
+    the warm-up, then ``count`` more, and how many of these there are of each kind (subject and
+    clientAction)."""
+    _, _, now_ms = read_demo_state(snapshot)
+    simulator = Simulator.from_snapshot(snapshot, calls_per_second=CALLS_PER_SECOND)
+    simulator.next_events(now_ms)  # starts the clock
+    warm_until = now_ms + WARMUP_SECONDS * 1000
+    warmup: list[Message] = []
+    timed: list[Message] = []
+    kinds: Counter[str] = Counter()
+    while len(timed) < count:
+        now_ms += 1000
+        into = warmup if now_ms <= warm_until else timed
+        for subject, payload in simulator.next_events(now_ms):
+            position = first_position + len(warmup) + len(timed)
+            into.append(Message(position, subject, orjson.dumps(payload)))
+            if into is timed:
+                body = payload[0] if isinstance(payload, list) else payload
+                kinds[f"{subject} {body.get('clientAction')}"] += 1
+                if len(timed) == count:
+                    break
+    return warmup, timed, kinds
+
+
+def measure_apply(
+    snapshot: Path, store: RoomStore, users: Directory, position: int, count: int
+) -> dict[str, Any]:
+    """Events per second of ``Replica.handle`` over ``count`` messages on ``store`` and ``users``
+    (loaded from ``snapshot`` at feed ``position``), after the warm-up's; the figures as a
+    JSON-ready dict."""
+    warmup, messages, kinds = feed_messages(snapshot, count, position + 1)
+    replica = Replica(None)
+    replica.store, replica.users, replica.position = store, users, position
+    for message in warmup:
+        replica.handle(message)
+    replica.events.clear()
+    started = time.perf_counter()
+    for message in messages:
+        replica.handle(message)
+    seconds = time.perf_counter() - started
+    results: Counter[str] = Counter()
+    for (_, result), n in replica.events.items():
+        results[result] += n
+    return {
+        "events": len(messages),
+        "warmup_events": len(warmup),
+        "rooms": len(store),
+        "seconds": seconds,
+        "events_per_s": len(messages) / seconds if seconds else 0.0,
+        "us_per_event": seconds / len(messages) * 1e6 if messages else 0.0,
+        "kinds": dict(kinds.most_common()),
+        "results": dict(results.most_common()),
+    }
+
+
+def describe(figures: dict[str, Any]) -> str:
+    """One line of the figures, as the command prints them."""
+    kinds = ", ".join(f"{k} {n:,}" for k, n in figures["kinds"].items())
+    results = ", ".join(f"{k} {n:,}" for k, n in figures["results"].items())
+    return (
+        f"event apply: {figures['events']:,} events on {figures['rooms']:,} rooms in "
+        f"{figures['seconds']:.3f} s = {figures['events_per_s']:,.0f} events/s "
+        f"({figures['us_per_event']:.1f} us each, after {figures['warmup_events']:,} untimed); "
+        f"{kinds}; results: {results}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.apply", description=__doc__)
+    add_data_arguments(parser, rooms=100_000)
+    parser.add_argument("--events", type=int, default=50_000, help="events to apply (50000)")
+    args = parser.parse_args(argv)
+    snapshot = args.snapshot or ensure_data(args.rooms, args.seed)[0]
+    store, users = RoomStore(), Directory()
+    log(f"loading {snapshot}")
+    loaded = load_snapshot(snapshot, store, users)
+    figures = measure_apply(snapshot, store, users, loaded.position, args.events)
+    print(describe(figures))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
