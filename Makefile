@@ -46,7 +46,7 @@ fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format service tests
 	$(BIN)/ruff check --fix service tests
 
-bench: $(STAMP) ## HTTP benchmark under wrk against an aiohttp ceiling, plus in-process query times; writes tests/bench/RESULTS.md
+bench: $(STAMP) ## every performance figure against its target (BENCH_ROOMS=N, default 1000000): tests/bench/RESULTS.md
 	$(BIN)/python -m tests.bench.http --rooms $${BENCH_ROOMS:-1000000}
 
 soak: $(STAMP) ## 60-second soak: maximum request rate with feed events arriving
