@@ -7,10 +7,11 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import compress, islice
-from operator import eq, itemgetter
+from itertools import compress, islice, repeat
+from operator import contains, eq, itemgetter, ne
 from typing import Any
 
+import numpy as np
 import orjson
 from pyroaring import BitMap
 
@@ -31,8 +32,20 @@ _EQ_FIELDS: tuple[str, ...] = (
 _ID = "_id"  # internal sort index: ties and multi-key sorts that end on a big tie group
 _LOW_CARD = frozenset({"queue", "direction", "servedBy.username", "v.username"})
 
-#: Below this many matches a query simply sorts its candidates.
+#: Order codes (see _SortIndex.codes) lie in [0, _CODE_MAX]; fresh ones are _GAP apart.
+_CODE_MAX = 1 << 62
+_GAP = 1 << 40
+#: A sorted page taken from gathered candidates gives up (for the block walk) when the runs of
+#: equal keys around it, which are put in _id order one by one, hold more slots than this.
+_TIE_LIMIT = 4096
+#: Below this many matches the block walk sorts a run's candidates directly.
 _SMALL = 256
+#: Cost model of a page: gathering costs per match, walking costs per block visited (µs).
+_GATHER_US_PER_MATCH = 0.02
+_WALK_US_PER_BLOCK = 1.5
+
+Codes = np.ndarray[Any, np.dtype[np.int64]]
+Slots = np.ndarray[Any, np.dtype[np.uint32]]
 
 Key = tuple[Any, ...]
 _first_ck = itemgetter(0)
@@ -151,22 +164,40 @@ class _Block:
         self.pure = pure  # every slot holds the same key
 
 
+def _as_slots(slots: array[int] | BitMap) -> Slots:
+    """A uint32 numpy view of an array of slots, or of a BitMap's slots (ascending)."""
+    if isinstance(slots, BitMap):
+        slots = slots.to_array()
+    return np.frombuffer(slots, dtype=np.uint32)
+
+
+def _to_bitmap(slots: Slots) -> BitMap:
+    return BitMap(array("I", slots.astype(np.uint32, copy=False).tobytes()))
+
+
 class _SortIndex:
-    """Every live slot in (key, _id) order, cut into blocks.
+    """Every live slot in (key, _id) order, cut into blocks; optionally an order code per slot.
 
     Invariant: a key shared across a block boundary only occurs between two *pure* blocks, so a
     mixed block holds whole runs of equal keys and a run spanning blocks is a chain of pure blocks.
+
+    ``codes`` (when kept) maps each live slot to an int64 that orders as its key: slots with equal
+    keys share a code and a greater key has a greater code, so numpy can filter and sort slots by
+    key without Python comparisons. A new key takes a code between its neighbours' (the midpoint,
+    or ``_GAP`` past the last); when no integer is left between them, every code is spread again
+    in one vectorized pass (relabelling).
     """
 
-    __slots__ = ("blocks", "ckof", "firsts", "full", "ids", "max_size", "size", "vals")
+    __slots__ = ("blocks", "ckof", "codes", "firsts", "full", "ids", "max_size", "size", "vals")
 
-    def __init__(self, vals: list[Any], ids: list[str | None], size: int) -> None:
+    def __init__(self, vals: list[Any], ids: list[str | None], size: int, coded: bool) -> None:
         self.vals = vals
         self.ids = ids
         self.size = size
         self.max_size = 2 * size
         self.blocks: list[_Block] = []
         self.firsts: list[tuple[Key, str]] = []  # (ck, _id) of each block's first slot
+        self.codes: Codes | None = np.zeros(0, dtype=np.int64) if coded else None
 
         # Closures over the columns, with the common types inlined: these run in every bisect.
         def ckof(slot: int) -> Key:
@@ -226,6 +257,104 @@ class _SortIndex:
             i = j
         self.blocks = blocks
         self.firsts = [self._first(b) for b in blocks]
+        if self.codes is not None and n:
+            self._label(order)
+
+    # -- order codes ------------------------------------------------------------------------
+    def grow(self, capacity: int) -> None:
+        """Room for codes of slots below ``capacity``."""
+        codes = self.codes
+        if codes is not None and len(codes) < capacity:
+            bigger = np.zeros(max(capacity, 2 * len(codes), 1024), dtype=np.int64)
+            bigger[: len(codes)] = codes
+            self.codes = bigger
+
+    def _label(self, order: Sequence[int]) -> None:
+        """Codes for slots given in (key, _id) order: equal keys share a code, evenly spread."""
+        assert self.codes is not None
+        n = len(order)
+        seq = list(map(self.vals.__getitem__, order))
+        kinds = set(map(type, seq))
+        if not (kinds <= {int, float} or kinds == {str} or kinds == {Date}):
+            seq = list(map(self.ckof, order))  # mixed types: compare full keys
+        change = np.ones(n, dtype=bool)
+        change[1:] = np.fromiter(map(ne, seq, islice(seq, 1, None)), dtype=bool, count=n - 1)
+        self._spread(np.asarray(order, dtype=np.uint32), change)
+
+    def _spread(self, order: Slots, change: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
+        """Codes for ``order`` (every slot in key order) where ``change`` marks each new key."""
+        assert self.codes is not None
+        ranks = np.cumsum(change, dtype=np.int64)
+        step = min(_GAP, _CODE_MAX // (int(ranks[-1]) + 2))
+        self.codes[order] = ranks * step
+
+    def order(self) -> Slots:
+        """Every slot in (key, _id) order; O(n)."""
+        if not self.blocks:
+            return np.zeros(0, dtype=np.uint32)
+        return np.concatenate([_as_slots(b.arr) for b in self.blocks])
+
+    def _neighbours(self, b: int, p: int) -> tuple[int | None, int | None]:
+        blocks = self.blocks
+        arr = blocks[b].arr
+        prev = arr[p - 1] if p else blocks[b - 1].arr[-1] if b else None
+        nxt = (
+            arr[p + 1]
+            if p + 1 < len(arr)
+            else blocks[b + 1].arr[0]
+            if b + 1 < len(blocks)
+            else None
+        )
+        return prev, nxt
+
+    def _code_new(self, slot: int, b: int, p: int) -> None:
+        """Give ``slot``, just placed at block ``b`` position ``p``, its code."""
+        codes = self.codes
+        assert codes is not None
+        prev, nxt = self._neighbours(b, p)
+        k = self.ckof(slot)
+        same_prev = prev is not None and self.ckof(prev) == k
+        if same_prev:
+            codes[slot] = codes[prev]
+            return
+        same_next = nxt is not None and self.ckof(nxt) == k
+        if same_next:
+            codes[slot] = codes[nxt]
+            return
+        lo = -1 if prev is None else int(codes[prev])
+        hi = _CODE_MAX + 1 if nxt is None else int(codes[nxt])
+        if prev is None and nxt is None:
+            c = _CODE_MAX // 2
+        elif nxt is None:
+            c = lo + min(_GAP, (hi - lo) // 2)
+        elif prev is None:
+            c = hi - min(_GAP, (hi - lo) // 2)
+        else:
+            c = lo + (hi - lo) // 2
+        if lo < c < hi and 0 <= c <= _CODE_MAX:
+            codes[slot] = c
+            return
+        # No integer left between the neighbours: spread every code again.
+        order = self.order()
+        along = codes[order]
+        change = np.ones(len(order), dtype=bool)
+        change[1:] = along[1:] != along[:-1]
+        i = sum(len(block.arr) for block in self.blocks[:b]) + p
+        change[i] = True  # differs from prev (checked above)
+        if i + 1 < len(order):
+            change[i + 1] = True  # and from next
+        self._spread(order, change)
+
+    def code_span(self, lo: tuple[int, int], hi: tuple[int, int]) -> tuple[int, int] | None:
+        """The (least, greatest) code of the slots from position ``lo`` up to (not including)
+        ``hi``; None when there are none."""
+        assert self.codes is not None
+        if self.span_count(lo, hi) == 0:
+            return None
+        (b0, p0), (b1, p1) = lo, hi
+        first = self.blocks[b0].arr[p0]
+        last = self.blocks[b1].arr[p1 - 1] if p1 else self.blocks[b1 - 1].arr[-1]
+        return int(self.codes[first]), int(self.codes[last])
 
     # -- positions --------------------------------------------------------------------------
     def locate(self, slot: int) -> tuple[int, int]:
@@ -282,13 +411,21 @@ class _SortIndex:
 
     # -- updates ----------------------------------------------------------------------------
     def insert(self, slot: int) -> None:
+        b, p = self._place(slot)
+        if self.codes is not None:
+            self._code_new(slot, b, p)
+        if len(self.blocks[b].arr) > self.max_size:
+            self._split(b)
+
+    def _place(self, slot: int) -> tuple[int, int]:
+        """Put ``slot`` in its block; returns (block, position)."""
         blocks = self.blocks
         key = self.full(slot)
         k = key[0]
         if not blocks:
             blocks.append(_Block([slot], True))
             self.firsts.append(key)
-            return
+            return 0, 0
         nb = len(blocks)
         b = max(0, bisect_right(self.firsts, key) - 1)
         block = blocks[b]
@@ -305,21 +442,20 @@ class _SortIndex:
                 if p == 0:
                     blocks.insert(b, _Block([slot], True))
                     self.firsts.insert(b, key)
-                    return
+                    return b, 0
                 if b + 1 < nb and not blocks[b + 1].pure:
                     b, block, p = b + 1, blocks[b + 1], 0
                 else:
                     blocks.insert(b + 1, _Block([slot], True))
                     self.firsts.insert(b + 1, key)
-                    return
+                    return b + 1, 0
         block.arr.insert(p, slot)
         block.bm.add(slot)
         if p == 0:
             self.firsts[b] = key
         if block.pure:
             block.pure = self._is_pure(block)
-        if len(block.arr) > self.max_size:
-            self._split(b)
+        return b, p
 
     def _split(self, b: int) -> None:
         block = self.blocks[b]
@@ -370,6 +506,12 @@ class _SortIndex:
                 assert prev.pure, f"{name}: a run crosses a mixed block"
                 assert block.pure, f"{name}: a run crosses a mixed block"
             prev = block
+        if self.codes is not None and order:
+            codes = [int(self.codes[s]) for s in order]
+            assert all(0 <= c <= _CODE_MAX for c in codes), f"{name}: code out of range"
+            for a, b, ca, cb in zip(order, order[1:], codes, codes[1:], strict=False):
+                same = self.ckof(a) == self.ckof(b)
+                assert (ca == cb) if same else (ca < cb), f"{name}: codes out of key order"
 
     # -- paging -----------------------------------------------------------------------------
     def chain_end(self, b: int, step: int) -> int:
@@ -400,11 +542,12 @@ class RoomStore:
     from one thread (the event loop).
     """
 
-    def __init__(self, block_size: int = 2048) -> None:
+    def __init__(self, block_size: int = 2048, gather: bool | None = None) -> None:
         if block_size < 1:
             raise ValueError("block_size must be positive")
         self.version = 0
         self._block_size = block_size
+        self._gather = gather  # pages by gathering: None = when cheaper, else always / never
         self._ids: list[str | None] = []
         self._docs: list[bytes | None] = []
         self._dates: list[DatePaths] = []
@@ -417,14 +560,16 @@ class RoomStore:
         self._grams: dict[str, BitMap] = {}
         self._short = BitMap()  # slots whose lower-cased name has fewer than 3 characters
         self._named = BitMap()  # slots whose name is a string
+        self._lows: list[str | None] = []  # lower-cased name of each slot whose name is a string
         self._vals: dict[str, list[Any]] = {f: [] for f in SORTABLE_FIELDS}
         self._sort_paths = tuple(
             (f, tuple(f.split(".")), self._vals[f], f in _LOW_CARD) for f in SORTABLE_FIELDS
         )
         self._index: dict[str, _SortIndex] = {
-            f: _SortIndex(self._vals[f], self._ids, block_size) for f in SORTABLE_FIELDS
+            f: _SortIndex(self._vals[f], self._ids, block_size, coded=True) for f in SORTABLE_FIELDS
         }
-        self._index[_ID] = _SortIndex(self._ids, self._ids, block_size)
+        self._index[_ID] = _SortIndex(self._ids, self._ids, block_size, coded=False)
+        self._capacity = 0  # slots the order codes have room for
 
     # -- basic access -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -460,12 +605,22 @@ class RoomStore:
         if self._free:
             return self._free.pop()
         slot = len(self._ids)
+        if slot >= self._capacity:
+            self._grow(slot + 1)
         self._ids.append(None)
+        self._lows.append(None)
         self._docs.append(None)
         self._dates.append(_NO_DATES)
         for vals in self._vals.values():
             vals.append(None)
         return slot
+
+    def _grow(self, capacity: int) -> None:
+        for index in self._index.values():
+            index.grow(capacity)
+        self._capacity = min(
+            (len(i.codes) for i in self._index.values() if i.codes is not None), default=capacity
+        )
 
     def _index_filters(self, slot: int, room: dict[str, Any]) -> None:
         for field, parts in self._eq_paths:
@@ -497,6 +652,7 @@ class RoomStore:
             return
         self._named.add(slot)
         low = name.lower()
+        self._lows[slot] = name if low == name else low
         if len(low) < 3:
             self._short.add(slot)
         grams = self._grams
@@ -512,6 +668,7 @@ class RoomStore:
             return
         self._named.discard(slot)
         self._short.discard(slot)
+        self._lows[slot] = None
         grams = self._grams
         for g in _trigrams(name.lower()):
             bm = grams[g]
@@ -601,12 +758,12 @@ class RoomStore:
             raise ValueError("bulk_load needs an empty store")
         version = self.version
         if self._ids:  # slots left by removals: start from fresh columns
-            self.__init__(self._block_size)  # type: ignore[misc]
+            self.__init__(self._block_size, self._gather)  # type: ignore[misc]
             self.version = version
         try:
             return self._bulk_load(rooms)
         except BaseException:
-            self.__init__(self._block_size)  # type: ignore[misc]
+            self.__init__(self._block_size, self._gather)  # type: ignore[misc]
             self.version = version
             raise
 
@@ -684,6 +841,7 @@ class RoomStore:
             self._eq[field] = {k: BitMap(v) for k, v in acc.items()}
             values.clear()
         self._bulk_names(self._vals["name"])
+        self._grow(n)
         by_id = sorted(range(n), key=ids.__getitem__)  # type: ignore[arg-type]
         self._index[_ID].build(by_id)
         for field in SORTABLE_FIELDS:
@@ -696,11 +854,13 @@ class RoomStore:
         acc: dict[str, array[int]] = {}
         named = array("I")
         short = array("I")
+        lows = self._lows = [None] * len(names)
         for slot, name in enumerate(names):
             if not isinstance(name, str):
                 continue
             named.append(slot)
             low = name.lower()
+            lows[slot] = name if low == name else low
             if len(low) < 3:
                 short.append(slot)
             for g in _trigrams(low):
@@ -762,9 +922,8 @@ class RoomStore:
                 positives.append(BitMap.intersection(*hits) if len(hits) == len(tri) else BitMap())
                 verify_name = len(ql) > 3
             else:  # every name of 3+ characters holding ql has a trigram holding it
-                names = self._vals["name"]
                 parts = [bm for g, bm in self._grams.items() if ql in g]
-                parts.append(BitMap(s for s in self._short if ql in names[s].lower()))
+                parts.append(self._holding(self._short, ql))
                 positives.append(BitMap.union(*parts))
         ranges = []
         for field, rng in (("ts", q.created), ("closedAt", q.closed)):
@@ -781,17 +940,17 @@ class RoomStore:
                 if not m:
                     break
                 m = m & bm
-        for size, field, lo, hi, rng in ranges:
-            if m is not None and len(m) <= 512 and len(m) * 8 < size:
-                vals = self._vals[field]
-                start, end = rng.start, rng.end
-                m = BitMap(
-                    s
-                    for s in m
-                    if type(v := vals[s]) is Date
-                    and (start is None or v >= start)
-                    and (end is None or v <= end)
-                )
+        for size, field, lo, hi, _ in ranges:
+            if m is not None and len(m) < size:  # fewer matches than dates in range: check each
+                index = self._index[field]
+                bounds = index.code_span(lo, hi)
+                if bounds is None or not m:
+                    m = BitMap()
+                    continue
+                assert index.codes is not None
+                slots = _as_slots(m)
+                codes = index.codes[slots]
+                m = _to_bitmap(slots[(codes >= bounds[0]) & (codes <= bounds[1])])
             else:
                 span = self._index[field].span_bitmap(lo, hi)
                 m = span if m is None else m & span
@@ -799,9 +958,14 @@ class RoomStore:
             m = self._all - self._open if m is None else m - self._open
         if verify_name and m is not None:
             assert ql is not None
-            names = self._vals["name"]
-            m = BitMap(s for s in m if ql in names[s].lower())
+            m = self._holding(m, ql)
         return m, hints  # m may be an index's own bitmap: callers never modify it
+
+    def _holding(self, slots: BitMap, text: str) -> BitMap:
+        """The named ``slots`` whose lower-cased name holds ``text``; C-level loops only."""
+        picked = slots.to_array()
+        lows: Iterator[str] = map(self._lows.__getitem__, picked)  # type: ignore[arg-type]
+        return BitMap(compress(picked, map(contains, lows, repeat(text))))
 
     def page(self, q: RoomQuery) -> tuple[int, list[bytes]]:
         """(total matches, the requested page as stored bytes). Filters cost bitmap operations
@@ -814,9 +978,81 @@ class RoomStore:
         need = total - q.offset if q.count is None else min(q.count, total - q.offset)
         keys = tuple(q.sort)
         bounds = hints.get(keys[0][0]) if keys else None
-        slots = self._page_slots(m, keys, q.offset, need, total, bounds)
+        slots: list[int] | None = None
+        if m is not None and keys and self._gathers(keys[0][0], total, q.offset + need, bounds):
+            slots = self._gather_page(m, keys, q.offset, need)
+        if slots is None:
+            slots = self._page_slots(m, keys, q.offset, need, total, bounds)
         docs = self._docs
         return total, [docs[s] for s in slots]  # type: ignore[misc]
+
+    def _gathers(self, field: str, total: int, reach: int, bounds: tuple[int, int] | None) -> bool:
+        """Whether gathering and sorting ``total`` matches beats walking the blocks of
+        ``field``'s index to position ``reach`` (an estimate in microseconds, measured with
+        tests/bench/query_times.py)."""
+        if self._gather is not None:
+            return self._gather
+        nb = len(self._index[field].blocks)
+        if bounds is not None:
+            nb = min(nb, bounds[1] - bounds[0] + 1)
+        per_block = total / max(nb, 1)
+        visits = min(nb, reach / max(per_block, 1e-9) + 1)
+        return total * _GATHER_US_PER_MATCH < visits * _WALK_US_PER_BLOCK
+
+    def _gather_page(
+        self, m: BitMap, keys: tuple[tuple[str, int], ...], skip: int, need: int
+    ) -> list[int] | None:
+        """Positions [skip, skip + need) of the matches ``m`` ordered by ``keys`` then ``_id``,
+        by their order codes: O(len(m)) in numpy plus a sort of the slots that can be on the
+        page. None (walk the blocks instead) when the page sits in too long a run of equal
+        keys, which would be put in _id order in Python."""
+        slots = _as_slots(m)
+        index = self._index
+        reach = skip + need
+
+        def signed(field: str, direction: int, at: Slots) -> Codes:
+            codes = index[field].codes
+            assert codes is not None
+            picked = codes[at]
+            return picked if direction > 0 else -picked
+
+        first = signed(*keys[0], slots)
+        if len(slots) > reach:  # keep what can come first: keys up to the reach-th one's
+            kth = np.partition(first, reach - 1)[reach - 1]
+            keep = first <= kth
+            slots, first = slots[keep], first[keep]
+        cols = [first, *(signed(f, d, slots) for f, d in keys[1:])]
+        order = np.lexsort(cols[::-1])
+        slots = slots[order]
+        n = len(slots)
+        lo, hi = skip, min(reach, n)
+        if lo >= hi:
+            return []
+        same = np.ones(n - 1, dtype=bool)
+        for col in cols:
+            col = col[order]
+            same &= col[1:] == col[:-1]
+        if not same[lo - 1 if lo else 0 : hi].any():
+            return slots[lo:hi].tolist()  # type: ignore[no-any-return]
+        # Runs of equal keys around the page: each goes in _id order.
+        run = np.zeros(n, dtype=np.int64)
+        np.cumsum(~same, out=run[1:])
+        a = int(np.searchsorted(run, run[lo], "left"))
+        b = int(np.searchsorted(run, run[hi - 1], "right"))
+        if b - a > _TIE_LIMIT:
+            return None
+        ids = self._ids.__getitem__
+        part: list[int] = slots[a:b].tolist()
+        runs = run[a:b].tolist()
+        out: list[int] = []
+        i = 0
+        while i < len(part):
+            j = i + 1
+            while j < len(part) and runs[j] == runs[i]:
+                j += 1
+            out.extend(sorted(part[i:j], key=ids) if j - i > 1 else part[i:j])  # type: ignore[arg-type]
+            i = j
+        return out[lo - a : hi - a]
 
     def _sort_small(self, slots: Iterable[int], keys: tuple[tuple[str, int], ...]) -> list[int]:
         """``slots`` ordered by ``keys`` then ``_id``: stable sorts, last key first."""
@@ -928,7 +1164,9 @@ class RoomStore:
         assert len(live) == len(self._slot_of), "two ids share a slot"
         assert set(self._free).isdisjoint(live), "a free slot is live"
         assert len(self._free) + len(live) == len(self._ids), "slots leak"
-        assert len(self._dates) == len(self._docs) == len(self._ids), "columns differ in length"
+        assert len(self._dates) == len(self._docs) == len(self._ids) == len(self._lows), (
+            "columns differ in length"
+        )
         eq: dict[str, dict[str, set[int]]] = {f: {} for f in _EQ_FIELDS}
         opened: set[int] = set()
         grams: dict[str, set[int]] = {}
@@ -955,6 +1193,8 @@ class RoomStore:
                 else:
                     assert value == raw, f"{field}: stale sort value"
             name = self._vals["name"][slot]
+            want_low = name.lower() if isinstance(name, str) else None
+            assert self._lows[slot] == want_low, "lower-cased name differs"
             if isinstance(name, str):
                 named.add(slot)
                 low = name.lower()

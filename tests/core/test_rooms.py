@@ -144,8 +144,10 @@ def assert_same(store: RoomStore, stored: dict[str, dict[str, Any]], q: RoomQuer
     assert [orjson.loads(b) for b in page] == [roundtrip(r) for r in want], q
 
 
-def build(rooms_: list[dict[str, Any]], block_size: int, bulk: bool) -> RoomStore:
-    store = RoomStore(block_size=block_size)
+def build(
+    rooms_: list[dict[str, Any]], block_size: int, bulk: bool, gather: bool | None = None
+) -> RoomStore:
+    store = RoomStore(block_size=block_size, gather=gather)
     if bulk:
         store.bulk_load(rooms_)
     else:
@@ -169,11 +171,17 @@ def room_sets(draw: st.DrawFn, max_size: int = 40) -> list[dict[str, Any]]:
     st.lists(queries(), min_size=1, max_size=6),
     st.booleans(),
     st.sampled_from([1, 2, 3, 8]),
+    st.sampled_from([None, True, False]),
 )
 def test_page_matches_oracle(
-    rooms_: list[dict[str, Any]], qs: list[RoomQuery], bulk: bool, block_size: int
+    rooms_: list[dict[str, Any]],
+    qs: list[RoomQuery],
+    bulk: bool,
+    block_size: int,
+    gather: bool | None,
 ) -> None:
-    store = build(rooms_, block_size, bulk)
+    """Pages by the block walk (gather=False), by sorting gathered codes (True), or either."""
+    store = build(rooms_, block_size, bulk, gather)
     stored = {r["_id"]: r for r in rooms_}
     for q in qs:
         assert_same(store, stored, q)
@@ -266,7 +274,7 @@ def test_many_blocks_against_oracle(bulk: bool) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_stress_random_updates(seed: int) -> None:
     rng = random.Random(seed)
-    store = RoomStore(block_size=rng.choice([1, 2, 4]))
+    store = RoomStore(block_size=rng.choice([1, 2, 4]), gather=rng.choice([None, True, False]))
     stored: dict[str, dict[str, Any]] = {}
     ids = [f"id{i:02d}" for i in range(60)]
     for step in range(600):
@@ -411,3 +419,23 @@ def test_bulk_load_is_all_or_nothing() -> None:
     assert store.version == 3
     store._check()
     assert store.page(RoomQuery(open=True))[0] == 1
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_codes_are_spread_again_when_a_gap_runs_out(bulk: bool) -> None:
+    """Values that keep landing between the same two keys exhaust the codes between them."""
+    base: list[dict[str, Any]] = [{"_id": f"b{i}", "t": "v", "callDuration": i} for i in (0, 1)]
+    store = build(base, 2, bulk, gather=True)
+    stored = {r["_id"]: r for r in base}
+    for i in range(1, 80):  # 0.5, 0.25, ...: each lands just above 0
+        room: dict[str, Any] = {"_id": f"r{i:02d}", "t": "v", "callDuration": 2.0**-i}
+        store.upsert(room)
+        stored[room["_id"]] = room
+    room = {"_id": "r00", "t": "v", "callDuration": 2.0**-79}  # a tie with the last one
+    store.upsert(room)
+    stored[room["_id"]] = room
+    store._check()
+    for direction in (1, -1):
+        for offset in (0, 30, 75):
+            q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=10)
+            assert_same(store, stored, q)
