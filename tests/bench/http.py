@@ -763,9 +763,11 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
     )
 
     # Distinct queries: write them out, fetch a separate sample to learn the answer sizes.
-    # Enough for every real run at 3,000 req/s; beyond that, wrk wraps around (the response
-    # cache, 4096 entries, has long forgotten the first ones by then).
-    lines = int(min(DISTINCT_LINES, max(20_000, 3000 * args.duration * (args.rounds + 1))))
+    # Enough for every real distinct and paced run (and the warm-up) at 3,000 req/s; beyond
+    # that, wrk wraps around (the response cache, 4096 entries, has long forgotten the first
+    # ones by then).
+    runs = 2 * args.rounds + 1
+    lines = int(min(DISTINCT_LINES, max(20_000, 3000 * args.duration * runs)))
     generated = list(distinct_queries(sample, logins, lines + SIZE_SAMPLE, seed=args.seed))
     distinct, sizing = generated[:lines], generated[lines:]
     sized = [fetch(port, q, logins) for q in sizing]
