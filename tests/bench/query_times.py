@@ -183,15 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()  # as the replica does after a load
     added_kb = rss_kb() - before
     rooms = len(store)
+    rate, per_room = rooms / load_s, added_kb * 1024 / max(1, rooms)
     figures: dict[str, Any] = {
         "snapshot": str(snapshot),
         "rooms": rooms,
-        "load": {"seconds": load_s, "rooms_per_s": rooms / load_s, "users": loaded.users},
-        "memory": {"added_bytes": added_kb * 1024, "per_room_bytes": added_kb * 1024 / rooms},
+        "load": {"seconds": load_s, "rooms_per_s": rate, "users": loaded.users},
+        "memory": {"added_bytes": added_kb * 1024, "per_room_bytes": per_room},
     }
     print(f"rooms: {rooms:,}  open: {store.open_count():,}  users: {loaded.users:,}")
-    print(f"snapshot load: {load_s:.2f} s = {rooms / load_s:,.0f} rooms/s")
-    per_room = added_kb * 1024 / rooms
+    print(f"snapshot load: {load_s:.2f} s = {rate:,.0f} rooms/s")
     print(f"resident memory added: {added_kb / 1024:,.0f} MiB = {per_room:,.0f} B/room")
 
     log(f"timing queries ({args.runs} per class)")
