@@ -15,6 +15,8 @@ from service.core.errors import Unauthorized
 __all__ = [
     "DEFAULT_PERMISSIONS",
     "Directory",
+    "Grants",
+    "Login",
     "User",
     "hash_token",
 ]
@@ -28,6 +30,8 @@ DEFAULT_PERMISSIONS: Mapping[str, frozenset[str]] = {
 
 _DAY_MS = 86_400_000
 _NEVER = 1 << 62
+#: Proven (user, token) pairs remembered at most; only valid tokens get in, so it rarely fills.
+LOGIN_CACHE_SIZE = 10_000
 
 
 def hash_token(token: str) -> str:
@@ -56,6 +60,30 @@ class User:
     roles: frozenset[str]
     active: bool
     tokens: tuple[tuple[bytes, int], ...]  # (SHA-256 digest, expires at epoch ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """What a user's roles allow, as far as the rooms endpoint asks."""
+
+    view_all: bool  # view-livechat-rooms
+    view_own: bool  # view-l-room
+    bypass_rate_limit: bool  # api-bypass-rate-limit
+
+    def may_list_rooms(self, user_id: str, agents: Sequence[str] | None) -> bool:
+        """The endpoint's rule: view-livechat-rooms, or view-l-room for one's own calls only."""
+        return self.view_all or (
+            self.view_own and agents is not None and len(agents) == 1 and agents[0] == user_id
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A user proven by a token, until ``expires`` (epoch ms), with the user's grants."""
+
+    user: User
+    expires: int
+    grants: Grants
 
 
 def _prune(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +164,7 @@ class Directory:
     """Users and permissions as the auth middleware needs them.
 
     Every operation is O(1) in the number of users; token checks are O(tokens of the user).
+    Proven logins are remembered until the token expires or anything here changes.
     """
 
     def __init__(self, login_expiration_days: int = 90) -> None:
@@ -143,7 +172,13 @@ class Directory:
         self._docs: dict[str, dict[str, Any]] = {}
         self._users: dict[str, User] = {}
         self._permissions: dict[str, frozenset[str]] = {}
+        #: (user id, SHA-256 of the token) -> Login; emptied on every change
+        self._logins: dict[tuple[str, bytes], Login] = {}
         self.version = 0
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._logins.clear()
 
     # -- users -------------------------------------------------------------------------------
 
@@ -185,7 +220,7 @@ class Directory:
         pruned = _prune(doc)
         self._docs[pruned["_id"]] = pruned
         self._users[pruned["_id"]] = self._derive(pruned)
-        self.version += 1
+        self._changed()
 
     def upsert_user(self, doc: Mapping[str, Any]) -> None:
         """Insert or replace a whole user document (already Extended-JSON decoded). O(tokens)."""
@@ -220,7 +255,7 @@ class Directory:
         if self._docs.pop(user_id, None) is None:
             return False
         del self._users[user_id]
-        self.version += 1
+        self._changed()
         return True
 
     def user(self, user_id: str) -> User | None:
@@ -236,12 +271,12 @@ class Directory:
     def set_permission(self, permission: str, roles: Sequence[Any]) -> None:
         """Replace the roles holding ``permission``. O(roles)."""
         self._permissions[permission] = frozenset(r for r in roles if isinstance(r, str))
-        self.version += 1
+        self._changed()
 
     def remove_permission(self, permission: str) -> None:
         """Forget a permission document; the built-in default applies again. O(1)."""
         if self._permissions.pop(permission, None) is not None:
-            self.version += 1
+            self._changed()
 
     def permission_roles(self, permission: str) -> frozenset[str]:
         """Roles holding ``permission``: from the data, else Rocket.Chat's default. O(1)."""
@@ -258,44 +293,58 @@ class Directory:
         """Whether one of the user's roles holds ``permission``. O(roles)."""
         return not user.roles.isdisjoint(self.permission_roles(permission))
 
+    def grants(self, user: User) -> Grants:
+        """What the user's roles allow. O(roles)."""
+        return Grants(
+            view_all=self.has_permission(user, "view-livechat-rooms"),
+            view_own=self.has_permission(user, "view-l-room"),
+            bypass_rate_limit=self.has_permission(user, "api-bypass-rate-limit"),
+        )
+
     # -- decisions ---------------------------------------------------------------------------
 
-    def authenticate(self, user_id: str | None, token: str | None, now_ms: int) -> User:
-        """The user these headers prove, or Unauthorized with a bounded ``reason``.
+    def login(self, user_id: str | None, token: str | None, now_ms: int) -> Login:
+        """The login these headers prove, or Unauthorized with a bounded ``reason``.
 
-        Every stored digest of the user is compared in constant time, without stopping early.
-        O(tokens of the user).
+        O(1) for a pair proven before (the cache is keyed by the token's digest, so a lookup
+        tells nothing about tokens one does not hold), else O(tokens of the user): every stored
+        digest of the user is compared in constant time, without stopping early.
         """
         if not user_id or not token:
             raise Unauthorized("missing_headers")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        key = (user_id, digest)
+        login = self._logins.get(key)
+        if login is not None and login.expires > now_ms:
+            return login
         user = self._users.get(user_id)
         if user is None:
             raise Unauthorized("unknown_user")
-        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         matched = False
-        live = False
-        for stored, expires in user.tokens:
+        expires = -1
+        for stored, until in user.tokens:
             if hmac.compare_digest(stored, digest):
                 matched = True
-                live = live or expires > now_ms
+                expires = max(expires, until)
         if not matched:
             raise Unauthorized("bad_token")
-        if not live:
+        if expires <= now_ms:
             raise Unauthorized("expired")
         if not user.active:
             raise Unauthorized("inactive")
-        return user
+        login = Login(user, expires, self.grants(user))
+        if len(self._logins) >= LOGIN_CACHE_SIZE:
+            self._logins.clear()
+        self._logins[key] = login
+        return login
+
+    def authenticate(self, user_id: str | None, token: str | None, now_ms: int) -> User:
+        """The user these headers prove (see ``login``)."""
+        return self.login(user_id, token, now_ms).user
 
     def may_list_rooms(self, user: User, agents: Sequence[str] | None) -> bool:
         """The endpoint's rule: view-livechat-rooms, or view-l-room for one's own calls only."""
-        if self.has_permission(user, "view-livechat-rooms"):
-            return True
-        return (
-            agents is not None
-            and len(agents) == 1
-            and agents[0] == user.id
-            and self.has_permission(user, "view-l-room")
-        )
+        return self.grants(user).may_list_rooms(user.id, agents)
 
 
 def _deep_copy(value: Any) -> Any:

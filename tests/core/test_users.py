@@ -93,3 +93,55 @@ def test_bad_diff_changes_nothing() -> None:
     with pytest.raises(ValueError, match="bad dotted path"):
         d.update_user("a", diff={"username": "new", "a..b": 1})
     assert list(d.user_docs()) == before
+
+
+# -- the login cache ---------------------------------------------------------------------------
+
+
+def test_login_is_remembered_until_the_directory_changes() -> None:
+    d = directory(make_user("m", ["livechat-manager"], {"t": NOW}))
+    first = d.login("m", "t", NOW)
+    assert d.login("m", "t", NOW + 1000) is first
+    assert first.grants.view_all
+    assert first.grants.may_list_rooms("m", None)
+    d.set_permission("view-livechat-rooms", ["admin"])  # permissions changed
+    again = d.login("m", "t", NOW)
+    assert again is not first
+    assert not again.grants.view_all
+    d.upsert_user(ejson.decode(make_user("m", ["admin"], {"t": NOW})))  # roles changed
+    assert d.login("m", "t", NOW).grants.view_all
+    d.update_user("m", diff={"active": False})
+    assert reason(d, "m", "t") == "inactive"
+    d.update_user("m", diff={"active": True})
+    assert d.login("m", "t", NOW).user.active
+    d.remove_user("m")
+    assert reason(d, "m", "t") == "unknown_user"
+
+
+def test_remembered_login_still_expires() -> None:
+    d = Directory(login_expiration_days=1)
+    d.upsert_user(ejson.decode(make_user("a", ["admin"], {"t": NOW - DAY + 1000})))
+    assert d.login("a", "t", NOW).expires == NOW + 1000
+    assert d.authenticate("a", "t", NOW + 999).id == "a"
+    with pytest.raises(Unauthorized) as info:
+        d.authenticate("a", "t", NOW + 1000)
+    assert info.value.reason == "expired"
+
+
+def test_login_takes_the_latest_expiry_of_equal_tokens() -> None:
+    d = Directory(login_expiration_days=1)
+    doc = make_user("a", ["admin"], {"t": NOW - DAY})  # expired...
+    doc["services"]["resume"]["loginTokens"].append(
+        {"hashedToken": hash_token("t"), "when": {"$date": ejson.date_from_ms(NOW)}}
+    )  # ...and the same token issued again today
+    d.upsert_user(ejson.decode(doc))
+    assert d.login("a", "t", NOW).expires == NOW + DAY
+
+
+def test_failed_logins_are_not_remembered() -> None:
+    d = directory(make_user("a", ["admin"], {"t": NOW}))
+    assert reason(d, "a", "wrong") == "bad_token"
+    assert reason(d, "a", "wrong") == "bad_token"
+    assert reason(d, "b", "t") == "unknown_user"
+    d.upsert_user(ejson.decode(make_user("b", ["admin"], {"t": NOW})))
+    assert d.authenticate("b", "t", NOW).id == "b"
