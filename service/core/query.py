@@ -12,7 +12,16 @@ import orjson
 from service.core.ejson import Date, date_from_iso
 from service.core.errors import InvalidDate, InvalidFields, InvalidParams, InvalidSort
 
-__all__ = ["SORTABLE_FIELDS", "DateRange", "Projection", "QueryLimits", "RoomQuery", "parse"]
+__all__ = [
+    "SORTABLE_FIELDS",
+    "DateRange",
+    "ParseCache",
+    "Parsed",
+    "Projection",
+    "QueryLimits",
+    "RoomQuery",
+    "parse",
+]
 
 #: Fields the API can sort on (contract section 1), as dotted paths into a room.
 SORTABLE_FIELDS: tuple[str, ...] = (
@@ -498,3 +507,45 @@ def parse(
         sort=sort,
         fields=fields,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A RoomQuery and its identity: its repr as bytes. Equal queries have equal identities in
+    every process (unlike ``hash``), so the identity can name an answer (ETags agree across
+    replicas), and as bytes it keys dicts cheaply (bytes keep their hash)."""
+
+    query: RoomQuery
+    ident: bytes
+
+    @classmethod
+    def of(cls, query: RoomQuery) -> Parsed:
+        return cls(query, repr(query).encode())
+
+
+class ParseCache:
+    """``parse`` of body-less requests, remembered by their raw (undecoded) query string.
+
+    The same raw query string always decodes to the same pairs, so a hit is what ``parse``
+    would return. Errors are not kept (``parse`` raises them again). Bounded: at most ``size``
+    entries (all forgotten when full) of query strings up to ``longest`` characters. O(1).
+    """
+
+    def __init__(self, limits: QueryLimits, size: int = 4096, longest: int = 2048) -> None:
+        self.limits = limits
+        self.size = size
+        self.longest = longest
+        self._entries: dict[str, Parsed] = {}
+
+    def get(self, raw: str) -> Parsed | None:
+        """The remembered parse of the raw query string ``raw``, if any."""
+        return self._entries.get(raw)
+
+    def parse(self, raw: str, pairs: Sequence[tuple[str, str]]) -> Parsed:
+        """``parse(pairs)`` (``pairs`` being ``raw`` decoded), remembered under ``raw``."""
+        parsed = Parsed.of(parse(pairs, None, self.limits))
+        if len(raw) <= self.longest and self.size:
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[raw] = parsed
+        return parsed

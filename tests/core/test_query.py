@@ -14,6 +14,8 @@ from service.core.errors import ApiError, InvalidDate, InvalidFields, InvalidPar
 from service.core.query import (
     SORTABLE_FIELDS,
     DateRange,
+    ParseCache,
+    Parsed,
     Projection,
     QueryLimits,
     RoomQuery,
@@ -836,3 +838,58 @@ def test_fuzz_body_parses_or_raises_an_api_error(body: dict[str, Any]) -> None:
         assert result.status == 400
     else:
         assert isinstance(result, RoomQuery)
+
+
+# --- the parse cache ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "agents=a&agents[]=b&agents[0]=c&open=true",
+        'createdAt={"start":"2024-01-01"}&closedAt[end]=2024-02-01&sort={"ts":1}',
+        'fields={"queue":1}&count=500&offset=3&tags=["x","y"]&query=anything',
+    ],
+)
+def test_parse_cache_answers_what_parse_does(raw: str) -> None:
+    cache = ParseCache(QueryLimits(max_count=200))
+    assert cache.get(raw) is None
+    parsed = cache.parse(raw, q(raw))
+    assert parsed == Parsed.of(parse(q(raw), None, QueryLimits(max_count=200)))
+    assert parsed.ident == repr(parsed.query).encode()
+    assert cache.get(raw) is parsed
+
+
+@pytest.mark.parametrize(
+    "raw", ["bogus=1", "open=maybe", "sort={", 'fields={"a":1,"b":0}', "createdAt[start]=x"]
+)
+def test_parse_cache_raises_the_same_error_every_time(raw: str) -> None:
+    cache = ParseCache(QueryLimits())
+    expected = error_of(q(raw)).body()
+    for _ in range(2):
+        with pytest.raises(ApiError) as info:
+            cache.parse(raw, q(raw))
+        assert info.value.body() == expected
+        assert cache.get(raw) is None
+
+
+def test_parse_cache_is_bounded() -> None:
+    cache = ParseCache(QueryLimits(), size=2, longest=20)
+    long = "queue=" + "x" * 20
+    cache.parse(long, q(long))
+    assert cache.get(long) is None  # too long to keep
+    for n in range(3):
+        cache.parse(f"offset={n}", q(f"offset={n}"))
+    assert cache.get("offset=2") is not None
+    assert cache.get("offset=0") is None  # forgotten when the cache filled
+    off = ParseCache(QueryLimits(), size=0)
+    off.parse("offset=1", q("offset=1"))
+    assert off.get("offset=1") is None
+
+
+def test_equal_queries_have_equal_identities() -> None:
+    one = Parsed.of(parse(q("agents=a&open=true")))
+    other = Parsed.of(parse(q("open=true&agents[]=a")))
+    assert one == other
+    assert one.ident != Parsed.of(parse(q("agents=a"))).ident
