@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -10,12 +11,17 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from service.feed.replica import Replica
@@ -44,22 +50,57 @@ AUTH_REASONS = ("missing_headers", "unknown_user", "bad_token", "expired", "inac
 
 
 class RequestMetric:
-    """The bound children for one (method, route): a histogram and a counter per status."""
+    """Requests of one (method, route): a count per status and a latency histogram.
 
-    __slots__ = ("_counter", "_labels", "_statuses", "histogram")
+    Plain numbers on the request path (no lock, no label lookup: the event loop is the only
+    writer), exported by ``_RequestCollector`` at scrape time, which runs on the loop too.
+    """
 
-    def __init__(self, histogram: Histogram, counter: Counter, method: str, route: str) -> None:
-        self.histogram = histogram.labels(method, route)
-        self._counter = counter
-        self._labels = (method, route)
-        self._statuses: dict[int, Counter] = {}
+    __slots__ = ("buckets", "labels", "statuses", "sum")
+
+    def __init__(self, method: str, route: str) -> None:
+        self.labels = [method, route]
+        self.statuses: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)  # not cumulative; the last one is +Inf
+        self.sum = 0.0
 
     def observe(self, status: int, seconds: float) -> None:
-        child = self._statuses.get(status)
-        if child is None:
-            child = self._statuses[status] = self._counter.labels(*self._labels, str(status))
-        child.inc()
-        self.histogram.observe(seconds)
+        statuses = self.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
+        self.sum += seconds
+
+
+_BUCKET_NAMES = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+
+class _RequestCollector(Collector):
+    """``voip_rooms_http_requests_total`` and ``..._request_duration_seconds`` at scrape time."""
+
+    def __init__(self, bound: dict[tuple[str, str], RequestMetric]) -> None:
+        self._bound = bound
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "voip_rooms_http_requests",
+            "HTTP requests by method, route template and status",
+            labels=["method", "route", "status"],
+        )
+        duration = HistogramMetricFamily(
+            "voip_rooms_http_request_duration_seconds",
+            "HTTP request duration by method and route template",
+            labels=["method", "route"],
+        )
+        for metric in self._bound.values():
+            for status, n in sorted(metric.statuses.items()):
+                requests.add_metric([*metric.labels, str(status)], n)
+            cumulative, total = [], 0
+            for name, n in zip(_BUCKET_NAMES, metric.buckets, strict=True):
+                total += n
+                cumulative.append((name, float(total)))
+            duration.add_metric(metric.labels, cumulative, metric.sum)
+        yield requests
+        yield duration
 
 
 class _ReplicaCollector(Collector):
@@ -115,19 +156,8 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.requests = Counter(
-            "voip_rooms_http_requests",
-            "HTTP requests by method, route template and status",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "voip_rooms_http_request_duration_seconds",
-            "HTTP request duration by method and route template",
-            ["method", "route"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
+        self._bound: dict[tuple[str, str], RequestMetric] = {}
+        self.registry.register(_RequestCollector(self._bound))
         #: requests being served; a plain int on the request path, read by the gauge at scrape
         self.in_flight = 0
         Gauge(
@@ -142,7 +172,6 @@ class Metrics:
             registry=self.registry,
         )
         self.auth_failures = {reason: auth.labels(reason) for reason in AUTH_REASONS}
-        self._bound: dict[tuple[str, str], RequestMetric] = {}
         self.replica: Replica | None = None
         self.registry.register(_ReplicaCollector(self))
 
@@ -153,7 +182,7 @@ class Metrics:
             label = method if method in METHODS else "other"
             bound = self._bound.get((label, route))
             if bound is None:
-                bound = RequestMetric(self.duration, self.requests, label, route)
+                bound = RequestMetric(label, route)
                 self._bound[(label, route)] = bound
         return bound
 
