@@ -34,111 +34,149 @@ METRICS = web.AppKey("metrics", Metrics)
 _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 
 _SLASHES = re.compile(r"/{2,}")
+_UNMATCHED = "unmatched"  # the route label of requests no route took
 CORS_HEADERS = "X-User-Id, X-Auth-Token, Content-Type, If-None-Match"
 CORS_EXPOSE = "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"
 
 
-def _front_door(metrics: Metrics, access_sample: float, record: bool = True) -> web.middleware:  # type: ignore[valid-type]
-    """Route label, merged slashes, errors in Rocket.Chat's shapes, metrics, sampled access log."""
+class FrontDoor:
+    """What every request goes through: errors in Rocket.Chat's shapes, CORS, metrics and the
+    sampled access log, plus the answers for unmatched requests (404, 405, CORS preflights)
+    and merged slashes.
 
-    @web.middleware
-    async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = metrics.now()
-        info = request.match_info
-        if info.http_exception is None:
-            route = info.route.resource.canonical if info.route.resource else "unmatched"
-        else:
-            route = "unmatched"
-            if "//" in request.rel_url.raw_path:
-                # Repeated slashes are merged without a redirect, as the contract asks.
-                merged = _SLASHES.sub("/", request.rel_url.raw_path)
-                query = request.rel_url.raw_query_string
-                target = URL(merged + ("?" + query if query else ""), encoded=True)
-                clone = request.clone(rel_url=target)
-                found = await request.app.router.resolve(clone)
-                if found.http_exception is None and found.route.resource is not None:
-                    request, handler, route = clone, found.handler, found.route.resource.canonical
-        if record:
-            metrics.in_flight += 1
-        try:
-            try:
-                response = await handler(request)
-            except ApiError as exc:
-                response = api_error(exc)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                response = status_error(exc.status, headers=_allow_header(exc))
-            except (asyncio.CancelledError, ConnectionResetError):
-                raise
-            except Exception:
-                log.exception("request failed", extra={"route": route, "method": request.method})
-                response = status_error(500)
-        finally:
+    It wraps each route's handler rather than being an app middleware: aiohttp then calls the
+    handler directly (a middleware costs a partial, aiohttp's own current-app middleware and
+    two more coroutines on every request), and each wrapper knows its route label in advance.
+    Unmatched requests reach ``fallback``, a catch-all route registered last.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.record = settings.metrics
+        self.access_sample = settings.access_log
+        self.origins = frozenset(settings.cors_origins)
+        self.any_origin = "*" in self.origins
+        self.catch_all: web.AbstractResource | None = None
+        self._unmatched = self.wrap(_UNMATCHED, self._refuse)
+
+    def wrap(self, route: str, handler: Handler, method: str | None = None) -> Handler:
+        """``handler`` as the front door serves it, counted under ``route`` (and ``method``,
+        when the route answers only that one; else the request's)."""
+        metrics, record, access_sample = self.metrics, self.record, self.access_sample
+        metric = metrics.request(method, route) if method is not None else None
+        cors = self._cors if self.origins else None
+
+        async def front_door(request: web.Request) -> web.StreamResponse:
+            started = metrics.now()
             if record:
-                metrics.in_flight -= 1
-        elapsed = metrics.now() - started
-        if record:
-            metrics.request(request.method, route).observe(response.status, elapsed)
-        if access_sample and random.random() < access_sample:
-            access_log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "status": response.status,
-                    "ms": round(elapsed * 1000, 3),
-                },
-            )
-        return response
+                metrics.in_flight += 1
+            try:
+                try:
+                    response = await handler(request)
+                except ApiError as exc:
+                    response = api_error(exc)
+                except web.HTTPException as exc:
+                    if exc.status < 400:
+                        raise
+                    response = status_error(exc.status, headers=_allow_header(exc))
+                except (asyncio.CancelledError, ConnectionResetError):
+                    raise
+                except Exception:
+                    log.exception(
+                        "request failed", extra={"route": route, "method": request.method}
+                    )
+                    response = status_error(500)
+            finally:
+                if record:
+                    metrics.in_flight -= 1
+            if cors is not None:
+                cors(request, response)
+            elapsed = metrics.now() - started
+            if record:
+                (metric or metrics.request(request.method, route)).observe(response.status, elapsed)
+            if access_sample and random.random() < access_sample:
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": request.method,
+                        "route": route,
+                        "status": response.status,
+                        "ms": round(elapsed * 1000, 3),
+                    },
+                )
+            return response
 
-    return front_door
+        return front_door
+
+    def add_get(self, app: web.Application, path: str, handler: Handler) -> None:
+        """Route GET ``path`` to ``handler`` behind the front door (HEAD is not allowed)."""
+        app.router.add_get(path, self.wrap(path, handler, "GET"), allow_head=False)
+
+    def add_fallback(self, app: web.Application) -> None:
+        """The catch-all route; after every other route, since the router tries routes in order."""
+        self.catch_all = app.router.add_route(hdrs.METH_ANY, "/{tail:.*}", self.fallback).resource
+
+    async def fallback(self, request: web.Request) -> web.StreamResponse:
+        """A request no route took: repeated slashes merged (served by the route they name, no
+        redirect, as the contract asks), else 404, 405 or a CORS preflight."""
+        raw_path = request.rel_url.raw_path
+        if "//" in raw_path:
+            merged = _SLASHES.sub("/", raw_path)
+            query = request.rel_url.raw_query_string
+            target = URL(merged + ("?" + query if query else ""), encoded=True)
+            clone = request.clone(rel_url=target)
+            found = await request.app.router.resolve(clone)
+            if found.http_exception is None and found.route.resource is not self.catch_all:
+                return await found.handler(clone)
+        return await self._unmatched(request)
+
+    async def _refuse(self, request: web.Request) -> web.StreamResponse:
+        preflight = (
+            request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+        )
+        if self.origins and preflight:
+            return self._preflight(request)
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            if resource is not self.catch_all:
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        raise web.HTTPNotFound()
+
+    def _allowed_origin(self, request: web.Request) -> str | None:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and (self.any_origin or origin in self.origins):
+            return origin
+        return None
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        origin = self._allowed_origin(request)
+        if origin is None:
+            return status_error(403, "CORS origin not allowed")
+        return web.Response(
+            status=204,
+            headers={
+                hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin,
+                hdrs.ACCESS_CONTROL_ALLOW_METHODS: "GET, OPTIONS",
+                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: CORS_HEADERS,
+                hdrs.ACCESS_CONTROL_MAX_AGE: "600",
+                hdrs.VARY: "Origin",
+            },
+        )
+
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """CORS headers on an answer to an allowed origin (errors too, so a browser reads them)."""
+        origin = self._allowed_origin(request)
+        if origin is not None and hdrs.ACCESS_CONTROL_ALLOW_ORIGIN not in response.headers:
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSE
+            response.headers[hdrs.VARY] = "Origin"
 
 
 def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
     allow = exc.headers.get(hdrs.ALLOW)
     return {hdrs.ALLOW: allow} if allow else None
-
-
-def _cors(origins: tuple[str, ...]) -> web.middleware:  # type: ignore[valid-type]
-    """CORS for the configured origins ("*" allows any): preflights and response headers."""
-    any_origin = "*" in origins
-    allowed = frozenset(origins)
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get(hdrs.ORIGIN)
-        ok = origin is not None and (any_origin or origin in allowed)
-        if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-            if not ok:
-                return status_error(403, "CORS origin not allowed")
-            assert origin is not None
-            return web.Response(
-                status=204,
-                headers={
-                    hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin,
-                    hdrs.ACCESS_CONTROL_ALLOW_METHODS: "GET, OPTIONS",
-                    hdrs.ACCESS_CONTROL_ALLOW_HEADERS: CORS_HEADERS,
-                    hdrs.ACCESS_CONTROL_MAX_AGE: "600",
-                    hdrs.VARY: "Origin",
-                },
-            )
-        try:
-            response = await handler(request)
-        except ApiError as exc:  # translated here too, so that a browser can read errors
-            response = api_error(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = status_error(exc.status, headers=_allow_header(exc))
-        if ok:
-            assert origin is not None
-            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSE
-            response.headers[hdrs.VARY] = "Origin"
-        return response
-
-    return cors
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -166,20 +204,19 @@ def create_app(
         replica = Replica.from_settings(settings)
     metrics = metrics if metrics is not None else Metrics()
     metrics.replica = replica
-    middlewares = [_front_door(metrics, settings.access_log, settings.metrics)]
-    if settings.cors_origins:
-        middlewares.append(_cors(settings.cors_origins))
-    app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20)  # no middlewares: see FrontDoor
     app[SETTINGS] = settings
     app[REPLICA] = replica
     app[METRICS] = metrics
+    front = FrontDoor(settings, metrics)
     rooms = RoomsHandler(settings, replica, metrics)
-    app.router.add_get(ROUTE, Guard(settings).wrap(rooms.handle), allow_head=False)
-    app.router.add_get("/livez", livez, allow_head=False)
-    app.router.add_get("/healthz", livez, allow_head=False)
-    app.router.add_get("/readyz", readyz, allow_head=False)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry), allow_head=False)
-    app.router.add_get(openapi.ROUTE, openapi.handle, allow_head=False)
+    front.add_get(app, ROUTE, Guard(settings).wrap(rooms.handle))
+    front.add_get(app, "/livez", livez)
+    front.add_get(app, "/healthz", livez)
+    front.add_get(app, "/readyz", readyz)
+    front.add_get(app, "/metrics", make_aiohttp_handler(metrics.registry))
+    front.add_get(app, openapi.ROUTE, openapi.handle)
+    front.add_fallback(app)
     app.cleanup_ctx.append(_replica_lifecycle)
     return app
 
