@@ -198,6 +198,13 @@ SETTINGS: tuple[Spec, ...] = (
         "seconds a client gets to send a request body, then 408",
         "SECONDS",
     ),
+    Spec(
+        "response_cache",
+        _positive(int),
+        "4096",
+        "answers kept per data version, ready to send (0 = off: every answer is built)",
+        "N",
+    ),
 )
 
 
@@ -227,6 +234,7 @@ class Settings:
     login_failures: RateLimit | None = RateLimit(20, 60_000)
     keepalive_timeout: float = 75.0
     body_timeout: float = 10.0
+    response_cache: int = 4096
 
 
 assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS out of sync"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from service.core.errors import Forbidden, InvalidParams, TooManyRequests, Unauthorized
 from service.core.projection import project_bytes
-from service.core.query import QueryLimits, RoomQuery, parse
+from service.core.query import ParseCache, Parsed, QueryLimits, parse
 from service.core.ratelimit import RateLimiter
 from service.feed.replica import Replica
 from service.settings import Settings
@@ -22,7 +24,7 @@ __all__ = ["ROUTE", "RoomsHandler"]
 
 ROUTE = "/api/v1/voip/rooms"
 MAX_BODY = 1 << 20
-CACHE_SIZE = 4096
+JSON = "application/json"
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -35,12 +37,26 @@ def _etag_matches(header: str, etag: str) -> bool:
     return False
 
 
-class RoomsHandler:
-    """The endpoint, with a response cache keyed by the normalized query for the current data.
+class _Answer:
+    """An answer ready to send: its ETag, body and the headers of a 200 and of a 304."""
 
-    A cached entry holds the ETag and the whole body. The ETag is a digest of the feed position
-    and the normalized query, so replicas at the same position agree on it, and answering a
-    revalidation never touches the body.
+    __slots__ = ("body", "etag", "not_modified", "ok")
+
+    def __init__(self, etag: str, body: bytes) -> None:
+        self.etag = etag
+        self.body = body
+        self.ok = CIMultiDict({hdrs.CONTENT_TYPE: JSON, hdrs.ETAG: etag})
+        self.not_modified = CIMultiDict({hdrs.ETAG: etag})
+
+
+class RoomsHandler:
+    """The endpoint, with caches for repeated requests.
+
+    Parsed queries are remembered by raw query string, proven logins by the directory (until
+    it changes or the token expires), and up to ``settings.response_cache`` answers (ETag,
+    body, headers) for the current data (store, its version and the feed position). The ETag
+    is a digest of the feed position and the query's identity, so replicas at the same
+    position agree on it, and a revalidation never builds or touches the body.
     """
 
     def __init__(self, settings: Settings, replica: Replica, metrics: Metrics) -> None:
@@ -56,8 +72,10 @@ class RoomsHandler:
             if settings.rate_limit is not None
             else None
         )
-        self._cache: dict[RoomQuery, tuple[str, bytes]] = {}
-        self._cache_version: tuple[int, int] = (-1, -1)
+        self.parsed = ParseCache(self.limits)
+        self.cache_size = settings.response_cache
+        self._cache: dict[bytes, _Answer] = {}
+        self._cache_version: tuple[int, int, int] = (-1, -1, -1)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         replica = self.replica
@@ -65,16 +83,17 @@ class RoomsHandler:
             detail = replica.error or "loading the snapshot and catching up with the feed"
             return status_error(503, f"Service not ready: {detail}", {"Retry-After": "5"})
         headers = request.headers
-        users = replica.users
         now_ms = int(time.time() * 1000)
         try:
-            user = users.authenticate(headers.get("X-User-Id"), headers.get("X-Auth-Token"), now_ms)
+            login = replica.users.login(
+                headers.get("X-User-Id"), headers.get("X-Auth-Token"), now_ms
+            )
         except Unauthorized as exc:
             self.metrics.auth_failures[exc.reason].inc()
             raise
         limit_headers: dict[str, str] | None = None
-        if self.limiter is not None and not users.has_permission(user, "api-bypass-rate-limit"):
-            allowed, remaining, reset = self.limiter.check(user.id, ROUTE, now_ms)
+        if self.limiter is not None and not login.grants.bypass_rate_limit:
+            allowed, remaining, reset = self.limiter.check(login.user.id, ROUTE, now_ms)
             limit_headers = {
                 "X-RateLimit-Limit": str(self.limiter.requests),
                 "X-RateLimit-Remaining": str(remaining),
@@ -86,33 +105,49 @@ class RoomsHandler:
                 return web.Response(
                     body=orjson.dumps(error.body()),
                     status=429,
-                    content_type="application/json",
+                    content_type=JSON,
                     headers=limit_headers,
                 )
-        body = await self._json_body(request) if request.body_exists else None
-        query = parse(list(request.query.items()), body, self.limits)
-        if not users.may_list_rooms(user, query.agents):
+        if request.body_exists:
+            body = await self._json_body(request)
+            parsed = Parsed.of(parse(list(request.query.items()), body, self.limits))
+        else:
+            raw = request.rel_url.raw_query_string
+            parsed = self.parsed.get(raw) or self.parsed.parse(raw, list(request.query.items()))
+        if not login.grants.may_list_rooms(login.user.id, parsed.query.agents):
             raise Forbidden()
-        etag, payload = self._answer(query)
-        out_headers = {"ETag": etag}
-        if limit_headers:
-            out_headers.update(limit_headers)
         inm = headers.get(hdrs.IF_NONE_MATCH)
-        if inm is not None and _etag_matches(inm, etag):
-            return web.Response(status=304, headers=out_headers)
-        return web.Response(body=payload, content_type="application/json", headers=out_headers)
+        answer = self._cached(parsed)
+        if answer is None:
+            etag = self._etag(parsed)
+            if inm is not None and _etag_matches(inm, etag):  # revalidated: no body needed
+                return _not_modified({hdrs.ETAG: etag}, limit_headers)
+            answer = self._build(parsed, etag)
+        elif inm is not None and _etag_matches(inm, answer.etag):
+            return _not_modified(answer.not_modified, limit_headers)
+        if limit_headers:
+            return web.Response(body=answer.body, headers={**answer.ok, **limit_headers})
+        return web.Response(body=answer.body, headers=answer.ok)
 
-    def _answer(self, query: RoomQuery) -> tuple[str, bytes]:
-        """(ETag, body) for a query, from the cache while the data has not changed."""
+    def _cached(self, parsed: Parsed) -> _Answer | None:
+        """The cached answer to this query for the current data, if any."""
         replica = self.replica
-        version = (id(replica.store), replica.store.version)
+        store = replica.store
+        version = (id(store), store.version, replica.position)
         if version != self._cache_version:
             self._cache.clear()
             self._cache_version = version
-        hit = self._cache.get(query)
-        if hit is not None:
-            return hit
-        total, rooms = replica.store.page(query)
+        return self._cache.get(parsed.ident)
+
+    def _etag(self, parsed: Parsed) -> str:
+        """The answer's name: the same on every replica at this feed position."""
+        position = b"%d|" % self.replica.position
+        return f'"{hashlib.blake2b(position + parsed.ident, digest_size=12).hexdigest()}"'
+
+    def _build(self, parsed: Parsed, etag: str) -> _Answer:
+        """The answer from the store, kept in the cache when there is one."""
+        query = parsed.query
+        total, rooms = self.replica.store.page(query)
         if query.fields is not None:
             rooms = [project_bytes(doc, query.fields) for doc in rooms]
         payload = b"".join(
@@ -123,13 +158,11 @@ class RoomsHandler:
                 % (len(rooms), query.offset, total),
             )
         )
-        digest = hashlib.blake2b(
-            f"{replica.position}|{query!r}".encode(), digest_size=12
-        ).hexdigest()
-        answer = (f'"{digest}"', payload)
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[query] = answer
+        answer = _Answer(etag, payload)
+        if self.cache_size:
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
+            self._cache[parsed.ident] = answer
         return answer
 
     async def _json_body(self, request: web.Request) -> dict[str, Any] | None:
@@ -158,3 +191,7 @@ class RoomsHandler:
         if not isinstance(data, dict):
             raise InvalidParams("the request body must be a JSON object")
         return data
+
+
+def _not_modified(etag: Mapping[str, str], limit_headers: dict[str, str] | None) -> web.Response:
+    return web.Response(status=304, headers={**etag, **limit_headers} if limit_headers else etag)
