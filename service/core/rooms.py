@@ -35,6 +35,7 @@ _LOW_CARD = frozenset({"queue", "direction", "servedBy.username", "v.username"})
 #: Order codes (see _SortIndex.codes) lie in [0, _CODE_MAX]; fresh ones are _GAP apart.
 _CODE_MAX = 1 << 62
 _GAP = 1 << 40
+_STEP = 1 << 24  # a new key between two others: this far past the lesser, at most
 #: A sorted page taken from gathered candidates gives up (for the block walk) when the runs of
 #: equal keys around it, which are put in _id order one by one, hold more slots than this.
 _TIE_LIMIT = 4096
@@ -153,15 +154,22 @@ def _trigrams(text: str) -> set[str]:
     return {text[i : i + 3] for i in range(len(text) - 2)}
 
 
+#: Types whose values order among themselves as their keys do (numbers together); a block
+#: whose values all fall in one of these is searched by the raw values, in C.
+_NONE = type(None)
+_KIND: dict[type, type] = {Date: Date, str: str, int: int, float: int, _NONE: _NONE}
+
+
 class _Block:
     """A run of slots in (key, _id) order, with the same slots as a bitmap."""
 
-    __slots__ = ("arr", "bm", "pure")
+    __slots__ = ("arr", "bm", "kind", "pure")
 
-    def __init__(self, slots: Sequence[int], pure: bool) -> None:
+    def __init__(self, slots: Sequence[int], pure: bool, kind: type | None) -> None:
         self.arr = array("I", slots)
         self.bm = BitMap(self.arr)
         self.pure = pure  # every slot holds the same key
+        self.kind = kind  # the _KIND of every value in the block, if they share one (or None)
 
 
 def _as_slots(slots: array[int] | BitMap) -> Slots:
@@ -197,7 +205,9 @@ class _SortIndex:
         self.max_size = 2 * size
         self.blocks: list[_Block] = []
         self.firsts: list[tuple[Key, str]] = []  # (ck, _id) of each block's first slot
-        self.codes: Codes | None = np.zeros(0, dtype=np.int64) if coded else None
+        # An array (cheap to read one at a time) that numpy views for vector work; a view must
+        # not outlive the call that makes it (the array cannot grow while viewed).
+        self.codes: array[int] | None = array("q") if coded else None
 
         # Closures over the columns, with the common types inlined: these run in every bisect.
         def ckof(slot: int) -> Key:
@@ -249,11 +259,12 @@ class _SortIndex:
                     else:  # the run fills this block and goes on: pure blocks for it
                         end = bisect_right(order, k, j, n, key=ckof)
                         for a in range(i, end, size):
-                            blocks.append(_Block(order[a : min(a + size, end)], True))
+                            run = order[a : min(a + size, end)]
+                            blocks.append(_Block(run, True, self._kind(run)))
                         i = end
                         continue
             part = order[i:j]
-            blocks.append(_Block(part, ckof(part[0]) == ckof(part[-1])))
+            blocks.append(_Block(part, ckof(part[0]) == ckof(part[-1]), self._kind(part)))
             i = j
         self.blocks = blocks
         self.firsts = [self._first(b) for b in blocks]
@@ -265,9 +276,12 @@ class _SortIndex:
         """Room for codes of slots below ``capacity``."""
         codes = self.codes
         if codes is not None and len(codes) < capacity:
-            bigger = np.zeros(max(capacity, 2 * len(codes), 1024), dtype=np.int64)
-            bigger[: len(codes)] = codes
-            self.codes = bigger
+            codes.frombytes(bytes(8 * (max(capacity, 2 * len(codes), 1024) - len(codes))))
+
+    def view(self) -> Codes:
+        """The codes as a numpy array sharing their memory (drop it before the next insert)."""
+        assert self.codes is not None
+        return np.frombuffer(self.codes, dtype=np.int64) if self.codes else np.zeros(0, np.int64)
 
     def _label(self, order: Sequence[int]) -> None:
         """Codes for slots given in (key, _id) order: equal keys share a code, evenly spread."""
@@ -286,7 +300,7 @@ class _SortIndex:
         assert self.codes is not None
         ranks = np.cumsum(change, dtype=np.int64)
         step = min(_GAP, _CODE_MAX // (int(ranks[-1]) + 2))
-        self.codes[order] = ranks * step
+        self.view()[order] = ranks * step
 
     def order(self) -> Slots:
         """Every slot in (key, _id) order; O(n)."""
@@ -313,37 +327,62 @@ class _SortIndex:
         assert codes is not None
         prev, nxt = self._neighbours(b, p)
         k = self.ckof(slot)
-        same_prev = prev is not None and self.ckof(prev) == k
-        if same_prev:
+        if prev is not None and self.ckof(prev) == k:
             codes[slot] = codes[prev]
             return
-        same_next = nxt is not None and self.ckof(nxt) == k
-        if same_next:
+        if nxt is not None and self.ckof(nxt) == k:
             codes[slot] = codes[nxt]
             return
-        lo = -1 if prev is None else int(codes[prev])
-        hi = _CODE_MAX + 1 if nxt is None else int(codes[nxt])
+        lo = -1 if prev is None else codes[prev]
+        hi = _CODE_MAX + 1 if nxt is None else codes[nxt]
         if prev is None and nxt is None:
             c = _CODE_MAX // 2
-        elif nxt is None:
-            c = lo + min(_GAP, (hi - lo) // 2)
         elif prev is None:
             c = hi - min(_GAP, (hi - lo) // 2)
-        else:
-            c = lo + (hi - lo) // 2
+        else:  # a small step past prev leaves room for more keys after it (values that grow)
+            c = lo + min(_GAP if nxt is None else _STEP, (hi - lo) // 2)
         if lo < c < hi and 0 <= c <= _CODE_MAX:
             codes[slot] = c
             return
-        # No integer left between the neighbours: spread every code again.
-        order = self.order()
-        along = codes[order]
-        change = np.ones(len(order), dtype=bool)
-        change[1:] = along[1:] != along[:-1]
-        i = sum(len(block.arr) for block in self.blocks[:b]) + p
-        change[i] = True  # differs from prev (checked above)
-        if i + 1 < len(order):
-            change[i + 1] = True  # and from next
-        self._spread(order, change)
+        self._respread(b, p)
+
+    def _respread(self, b: int, p: int) -> None:
+        """Spread the codes of a few blocks around block ``b`` evenly between the codes just
+        outside them, taking in more blocks (twice as many each time) until every key in them
+        gets at least ``_STEP`` of room, so values arriving in order cost O(1) amortized.
+
+        The slot at (b, p) is a new key that differs from both of its neighbours."""
+        codes = self.codes
+        assert codes is not None
+        blocks = self.blocks
+        nb = len(blocks)
+        reach = 0
+        while True:
+            b0, b1 = max(0, b - reach), min(nb - 1, b + reach)
+            # Never split a run of equal keys: its codes must stay equal.
+            while b0 > 0 and codes[blocks[b0 - 1].arr[-1]] == codes[blocks[b0].arr[0]]:
+                b0 -= 1
+            while b1 < nb - 1 and codes[blocks[b1 + 1].arr[0]] == codes[blocks[b1].arr[-1]]:
+                b1 += 1
+            lo = codes[blocks[b0 - 1].arr[-1]] if b0 else -1
+            hi = codes[blocks[b1 + 1].arr[0]] if b1 < nb - 1 else _CODE_MAX + 1
+            order = np.concatenate([_as_slots(blocks[i].arr) for i in range(b0, b1 + 1)])
+            along = self.view()[order]
+            change = np.ones(len(order), dtype=bool)
+            change[1:] = along[1:] != along[:-1]
+            i = sum(len(blocks[j].arr) for j in range(b0, b)) + p
+            change[i] = True
+            if i + 1 < len(order):
+                change[i + 1] = True
+            ranks = np.cumsum(change, dtype=np.int64)
+            room = (hi - lo) // (int(ranks[-1]) + 1)
+            if room >= _STEP or (b0 == 0 and b1 == nb - 1):
+                if b0 == 0 and b1 == nb - 1:  # the whole index: as after a build
+                    self._spread(order, change)
+                else:
+                    self.view()[order] = lo + ranks * room
+                return
+            reach = 2 * reach + 1
 
     def code_span(self, lo: tuple[int, int], hi: tuple[int, int]) -> tuple[int, int] | None:
         """The (least, greatest) code of the slots from position ``lo`` up to (not including)
@@ -354,14 +393,35 @@ class _SortIndex:
         (b0, p0), (b1, p1) = lo, hi
         first = self.blocks[b0].arr[p0]
         last = self.blocks[b1].arr[p1 - 1] if p1 else self.blocks[b1 - 1].arr[-1]
-        return int(self.codes[first]), int(self.codes[last])
+        return self.codes[first], self.codes[last]
 
     # -- positions --------------------------------------------------------------------------
+    def _kind(self, slots: Iterable[int]) -> type | None:
+        kinds = {_KIND.get(type(v)) for v in map(self.vals.__getitem__, slots)}
+        return kinds.pop() if len(kinds) == 1 else None
+
+    def _find(self, block: _Block, slot: int, key: tuple[Key, str]) -> int:
+        """Where ``slot`` (with ``key``) is or goes in ``block``: with C-level comparisons of
+        raw values and ids when the block and the slot's value share a kind."""
+        arr = block.arr
+        kind = block.kind
+        v = self.vals[slot]
+        if kind is None or _KIND.get(type(v)) is not kind:
+            return bisect_left(arr, key, key=self.full)
+        lo, hi = 0, len(arr)
+        if kind is not _NONE:  # None values are all equal: only the ids order them
+            getv = self.vals.__getitem__
+            lo = bisect_left(arr, v, key=getv)
+            hi = bisect_right(arr, v, lo, key=getv)
+        if lo == hi:
+            return lo
+        return bisect_left(arr, self.ids[slot], lo, hi, key=self.ids.__getitem__)  # type: ignore[type-var]
+
     def locate(self, slot: int) -> tuple[int, int]:
         key = self.full(slot)
         b = bisect_right(self.firsts, key) - 1
         arr = self.blocks[b].arr
-        p = bisect_left(arr, key, key=self.full)
+        p = self._find(self.blocks[b], slot, key)
         if p >= len(arr) or arr[p] != slot:
             raise AssertionError(f"slot {slot} not found in sort index")
         return b, p
@@ -423,14 +483,14 @@ class _SortIndex:
         key = self.full(slot)
         k = key[0]
         if not blocks:
-            blocks.append(_Block([slot], True))
+            blocks.append(_Block([slot], True, self._kind((slot,))))
             self.firsts.append(key)
             return 0, 0
         nb = len(blocks)
         b = max(0, bisect_right(self.firsts, key) - 1)
         block = blocks[b]
         arr = block.arr
-        p = bisect_left(arr, key, key=self.full)
+        p = self._find(block, slot, key)
         if p == len(arr) and b + 1 < nb and self.firsts[b + 1][0] == k:
             b, block, p = b + 1, blocks[b + 1], 0  # join the run that starts the next block
         elif block.pure and self.ckof(arr[0]) != k:
@@ -440,17 +500,19 @@ class _SortIndex:
             if chained:
                 # The pure block is part of a chain: the new key must not join it.
                 if p == 0:
-                    blocks.insert(b, _Block([slot], True))
+                    blocks.insert(b, _Block([slot], True, self._kind((slot,))))
                     self.firsts.insert(b, key)
                     return b, 0
                 if b + 1 < nb and not blocks[b + 1].pure:
                     b, block, p = b + 1, blocks[b + 1], 0
                 else:
-                    blocks.insert(b + 1, _Block([slot], True))
+                    blocks.insert(b + 1, _Block([slot], True, self._kind((slot,))))
                     self.firsts.insert(b + 1, key)
                     return b + 1, 0
         block.arr.insert(p, slot)
         block.bm.add(slot)
+        if block.kind is not None and _KIND.get(type(self.vals[slot])) is not block.kind:
+            block.kind = None
         if p == 0:
             self.firsts[b] = key
         if block.pure:
@@ -469,8 +531,9 @@ class _SortIndex:
             cands = [c for c in (left, right) if 0 < c < n]
             m = min(cands, key=lambda c: abs(c - m))
         one, two = arr[:m], arr[m:]
-        first = _Block(one, block.pure or ck(self.vals[one[0]]) == ck(self.vals[one[-1]]))
-        second = _Block(two, block.pure or ck(self.vals[two[0]]) == ck(self.vals[two[-1]]))
+        vals = self.vals
+        first = _Block(one, block.pure or ck(vals[one[0]]) == ck(vals[one[-1]]), self._kind(one))
+        second = _Block(two, block.pure or ck(vals[two[0]]) == ck(vals[two[-1]]), self._kind(two))
         self.blocks[b : b + 1] = [first, second]
         self.firsts[b : b + 1] = [self.firsts[b], self._first(second)]
 
@@ -502,12 +565,14 @@ class _SortIndex:
             assert block.bm == BitMap(arr), f"{name}: block bitmap differs"
             assert first == self._first(block), f"{name}: stale block first key"
             assert block.pure == self._is_pure(block), f"{name}: stale pure flag"
+            if block.kind is not None:
+                assert self._kind(arr) is block.kind, f"{name}: wrong block kind"
             if prev is not None and self.ckof(prev.arr[-1]) == self.ckof(arr[0]):
                 assert prev.pure, f"{name}: a run crosses a mixed block"
                 assert block.pure, f"{name}: a run crosses a mixed block"
             prev = block
         if self.codes is not None and order:
-            codes = [int(self.codes[s]) for s in order]
+            codes = [self.codes[s] for s in order]
             assert all(0 <= c <= _CODE_MAX for c in codes), f"{name}: code out of range"
             for a, b, ca, cb in zip(order, order[1:], codes, codes[1:], strict=False):
                 same = self.ckof(a) == self.ckof(b)
@@ -555,6 +620,7 @@ class RoomStore:
         self._free: list[int] = []
         self._all = BitMap()
         self._open = BitMap()
+        self._closed = BitMap()  # live slots without ``open``
         self._eq: dict[str, dict[str, BitMap]] = {f: {} for f in _EQ_FIELDS}
         self._eq_paths = tuple((f, tuple(f.split("."))) for f in _EQ_FIELDS)
         self._grams: dict[str, BitMap] = {}
@@ -633,6 +699,8 @@ class RoomStore:
                     bm.add(slot)
         if "open" in room:
             self._open.add(slot)
+        else:
+            self._closed.add(slot)
 
     def _unindex_filters(self, slot: int, old: dict[str, Any]) -> None:
         # ``old`` is re-read from the stored bytes, so dates came back as plain strings: that can
@@ -646,6 +714,7 @@ class RoomStore:
                     if not bm:
                         del index[key]
         self._open.discard(slot)
+        self._closed.discard(slot)
 
     def _index_name(self, slot: int, name: Any) -> None:
         if not isinstance(name, str):
@@ -828,6 +897,7 @@ class RoomStore:
         n = len(ids)
         self._all = BitMap(range(n))
         self._open = BitMap(opened)
+        self._closed = self._all - self._open
         for field, values in zip(_EQ_FIELDS, eq_vals, strict=True):
             acc: dict[str, array[int]] = {}
             for slot, value in enumerate(values):
@@ -874,15 +944,6 @@ class RoomStore:
         self._short = BitMap(short)
 
     # -- queries ----------------------------------------------------------------------------
-    def _eq_any(self, field: str, wanted: Iterable[str]) -> BitMap:
-        index = self._eq[field]
-        found = [index[w] for w in wanted if w in index]
-        if not found:
-            return BitMap()
-        if len(found) == 1:
-            return found[0]
-        return BitMap.union(*found)
-
     def _range(self, field: str, rng: DateRange) -> tuple[tuple[int, int], tuple[int, int]]:
         index = self._index[field]
         lo = index.lower((6, rng.start if rng.start is not None else _MIN_DATE))
@@ -892,39 +953,35 @@ class RoomStore:
     def _matches(self, q: RoomQuery) -> tuple[BitMap | None, dict[str, tuple[int, int]]]:
         """The slots passing every filter of ``q`` (None when there is no filter at all), and
         for each range filter the (first, last) blocks of its field's index holding them."""
-        positives: list[BitMap] = []
+        # Each filter is "any of" some bitmaps; all filters must hold.
+        positives: list[list[BitMap]] = []
         if q.agents is not None:
-            positives.append(
-                self._eq_any("servedBy._id", q.agents) | self._eq_any("servedBy.username", q.agents)
-            )
+            by_id, by_name = self._eq["servedBy._id"], self._eq["servedBy.username"]
+            positives.append([i[a] for a in q.agents for i in (by_id, by_name) if a in i])
         if q.tags is not None:
-            positives.append(self._eq_any("tags", q.tags))
-        for field, value in (
-            ("queue", q.queue),
-            ("visitor_id", q.visitor_id),
-            ("direction", q.direction),
-        ):
+            tags = self._eq["tags"]
+            positives.append([tags[t] for t in q.tags if t in tags])
+        equal = (("queue", q.queue), ("v._id", q.visitor_id), ("direction", q.direction))
+        for path, value in equal:
             if value is not None:
-                path = "v._id" if field == "visitor_id" else field
-                positives.append(self._eq_any(path, (value,)))
-        if q.open is True:
-            positives.append(self._open)
+                values = self._eq[path]
+                positives.append([values[value]] if value in values else [])
+        if q.open is not None:
+            positives.append([self._open if q.open else self._closed])
         ql: str | None = None
         verify_name = False
         if q.room_name is not None:
             ql = q.room_name.lower()
             if not ql:
-                positives.append(self._named)
-            elif len(ql) >= 3:
+                positives.append([self._named])
+            elif len(ql) >= 3:  # every trigram of ql, each a filter
                 grams = self._grams
-                tri = [grams.get(g) for g in _trigrams(ql)]
-                hits = [bm for bm in tri if bm is not None]
-                positives.append(BitMap.intersection(*hits) if len(hits) == len(tri) else BitMap())
+                positives.extend([grams[g]] if g in grams else [] for g in _trigrams(ql))
                 verify_name = len(ql) > 3
             else:  # every name of 3+ characters holding ql has a trigram holding it
                 parts = [bm for g, bm in self._grams.items() if ql in g]
                 parts.append(self._holding(self._short, ql))
-                positives.append(BitMap.union(*parts))
+                positives.append(parts)
         ranges = []
         for field, rng in (("ts", q.created), ("closedAt", q.closed)):
             if rng is not None:
@@ -934,28 +991,30 @@ class RoomStore:
         hints = {field: (lo[0], hi[0] if hi[1] else hi[0] - 1) for _, field, lo, hi, _ in ranges}
         m: BitMap | None = None
         if positives:
-            positives.sort(key=len)
-            m = positives[0]
-            for bm in positives[1:]:
+            # Smallest first; a union meets the matches so far part by part, each part smaller.
+            positives.sort(key=lambda parts: sum(map(len, parts)))
+            first = positives[0]
+            m = BitMap() if not first else first[0] if len(first) == 1 else BitMap.union(*first)
+            for parts in positives[1:]:
                 if not m:
                     break
-                m = m & bm
+                if len(parts) == 1:
+                    m = m & parts[0]
+                else:
+                    m = BitMap.union(*(m & part for part in parts)) if parts else BitMap()
         for size, field, lo, hi, _ in ranges:
             if m is not None and len(m) < size:  # fewer matches than dates in range: check each
-                index = self._index[field]
-                bounds = index.code_span(lo, hi)
+                sort_index = self._index[field]
+                bounds = sort_index.code_span(lo, hi)
                 if bounds is None or not m:
                     m = BitMap()
                     continue
-                assert index.codes is not None
                 slots = _as_slots(m)
-                codes = index.codes[slots]
+                codes = sort_index.view()[slots]
                 m = _to_bitmap(slots[(codes >= bounds[0]) & (codes <= bounds[1])])
             else:
                 span = self._index[field].span_bitmap(lo, hi)
                 m = span if m is None else m & span
-        if q.open is False:
-            m = self._all - self._open if m is None else m - self._open
         if verify_name and m is not None:
             assert ql is not None
             m = self._holding(m, ql)
@@ -1011,9 +1070,7 @@ class RoomStore:
         reach = skip + need
 
         def signed(field: str, direction: int, at: Slots) -> Codes:
-            codes = index[field].codes
-            assert codes is not None
-            picked = codes[at]
+            picked = index[field].view()[at]
             return picked if direction > 0 else -picked
 
         first = signed(*keys[0], slots)
@@ -1216,6 +1273,7 @@ class RoomStore:
                 assert got <= slots, f"{field}: bitmap for {key!r} has extra slots"
                 assert got == slots or _DATE_TEXT.match(key), f"{field}: bitmap for {key!r}"
         assert set(self._open) == opened, "open bitmap differs"
+        assert self._closed == live - self._open, "closed bitmap differs"
         assert {g: set(bm) for g, bm in self._grams.items()} == grams, "name index differs"
         assert set(self._named) == named, "named set differs"
         assert set(self._short) == short, "short-name set differs"

@@ -439,3 +439,20 @@ def test_codes_are_spread_again_when_a_gap_runs_out(bulk: bool) -> None:
         for offset in (0, 30, 75):
             q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=10)
             assert_same(store, stored, q)
+
+
+def test_codes_keep_up_with_values_arriving_in_order() -> None:
+    """Runs of growing and of shrinking values between two old keys respread a few blocks."""
+    base: list[dict[str, Any]] = [{"_id": f"b{i}", "t": "v", "callDuration": i} for i in (0, 10**6)]
+    store = build(base, 4, True, gather=True)
+    stored = {r["_id"]: r for r in base}
+    values = [*range(1, 1500), *range(10**6 - 1, 10**6 - 1500, -1), *range(5000, 6000, 2)]
+    for i, value in enumerate(values):
+        room: dict[str, Any] = {"_id": f"r{i:05d}", "t": "v", "callDuration": value}
+        store.upsert(room)
+        stored[room["_id"]] = room
+    store._check()
+    for direction in (1, -1):
+        for offset in (0, 1499, 2990):
+            q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=20)
+            assert_same(store, stored, q)
