@@ -111,7 +111,29 @@ def _date_paths(room: dict[str, Any]) -> DatePaths:
     The stored bytes hold dates as plain strings; these paths let checkpoints write them back
     as dates. Rooms of one shape share one tuple, so this costs a pointer per room."""
     found: list[tuple[str | int, ...]] = []
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), room)]
+    for key, value in room.items():  # rooms are shallow: the first two levels inline
+        t = type(value)
+        if t is Date:
+            found.append((key,))
+        elif t is dict:
+            for sub, inner in value.items():
+                u = type(inner)
+                if u is Date:
+                    found.append((key, sub))
+                elif u is dict or u is list:
+                    _deep_dates((key, sub), inner, found)
+        elif t is list:
+            _deep_dates((key,), value, found)
+    if not found:
+        return _NO_DATES
+    paths = tuple(sorted(found, key=repr))
+    return _DATE_PATHS.setdefault(paths, paths)
+
+
+def _deep_dates(
+    prefix: tuple[str | int, ...], node: Any, found: list[tuple[str | int, ...]]
+) -> None:
+    stack: list[tuple[tuple[str | int, ...], Any]] = [(prefix, node)]
     while stack:
         prefix, node = stack.pop()
         items = node.items() if type(node) is dict else enumerate(node)
@@ -121,10 +143,6 @@ def _date_paths(room: dict[str, Any]) -> DatePaths:
                 found.append((*prefix, key))
             elif t is dict or t is list:
                 stack.append(((*prefix, key), value))
-    if not found:
-        return _NO_DATES
-    paths = tuple(sorted(found, key=repr))
-    return _DATE_PATHS.setdefault(paths, paths)
 
 
 def _restore_dates(doc: Any, paths: DatePaths) -> Any:
@@ -288,7 +306,7 @@ class _SortIndex:
         assert self.codes is not None
         n = len(order)
         seq = list(map(self.vals.__getitem__, order))
-        kinds = set(map(type, seq))
+        kinds = set(map(type, seq)) - {_NONE}  # None equals only None, as its key does
         if not (kinds <= {int, float} or kinds == {str} or kinds == {Date}):
             seq = list(map(self.ckof, order))  # mixed types: compare full keys
         change = np.ones(n, dtype=bool)
@@ -397,7 +415,7 @@ class _SortIndex:
 
     # -- positions --------------------------------------------------------------------------
     def _kind(self, slots: Iterable[int]) -> type | None:
-        kinds = {_KIND.get(type(v)) for v in map(self.vals.__getitem__, slots)}
+        kinds = {_KIND.get(t) for t in set(map(type, map(self.vals.__getitem__, slots)))}
         return kinds.pop() if len(kinds) == 1 else None
 
     def _find(self, block: _Block, slot: int, key: tuple[Key, str]) -> int:
