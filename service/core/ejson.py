@@ -10,14 +10,30 @@ from __future__ import annotations
 
 import base64
 import math
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-__all__ = ["Date", "EJsonError", "date_from_iso", "date_from_ms", "decode"]
+__all__ = ["Date", "EJsonError", "date_from_iso", "date_from_ms", "decode", "may_hold_wrappers"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = date(1970, 1, 1)
 _MIN_MS = -62135596800000  # 0001-01-01T00:00:00.000Z
 _MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+_DAY_MS = 86_400_000
+
+# The canonical form splits into a day ("2021-07-09T") and a time ("20:12:19.795Z"). Days are
+# few in any real data set, so each is validated (or formatted) once and remembered; the caches
+# stop growing at _DAYS_KEPT entries (a few MB), after which new days take the slow path.
+_DAYS_KEPT = 1 << 16
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T")
+_TIME = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z")
+_valid_days: set[str] = set()
+_day_prefixes: dict[int, str] = {}
+# The rest of a formatted date, looked up rather than formatted: "20:12:", "19.", "795Z".
+_HH_MM = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
+_SS = tuple(f"{s:02d}." for s in range(60))
+_MMM = tuple(f"{ms:03d}Z" for ms in range(1000))
 
 
 class EJsonError(ValueError):
@@ -34,17 +50,46 @@ def date_from_ms(ms: int) -> Date:
     """The Date ``ms`` milliseconds after the epoch; EJsonError when out of range."""
     if not _MIN_MS <= ms <= _MAX_MS:
         raise EJsonError(f"date out of range: {ms} ms")
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return Date(
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
-    )
+    days, ms = divmod(ms, _DAY_MS)
+    prefix = _day_prefixes.get(days)
+    if prefix is None:
+        prefix = f"{(_EPOCH_DAY + timedelta(days=days)).isoformat()}T"
+        if len(_day_prefixes) < _DAYS_KEPT:
+            _day_prefixes[days] = prefix
+    minutes, ms = divmod(ms, 60_000)
+    seconds, ms = divmod(ms, 1000)
+    return Date(f"{prefix}{_HH_MM[minutes]}{_SS[seconds]}{_MMM[ms]}")
+
+
+def _is_canonical(text: str) -> bool:
+    """Whether ``text`` is exactly ``YYYY-MM-DDTHH:MM:SS.mmmZ`` naming a real instant."""
+    if len(text) != 24 or not _TIME.fullmatch(text, 11):
+        return False
+    day = text[:11]
+    if day in _valid_days:
+        return True
+    if not _DAY.fullmatch(day):
+        return False
+    try:
+        date.fromisoformat(text[:10])  # the calendar: year 0001.., month lengths, leap days
+    except ValueError:
+        return False
+    if len(_valid_days) < _DAYS_KEPT:
+        _valid_days.add(day)
+    return True
 
 
 def date_from_iso(text: str) -> Date:
     """Parse an ISO-8601 date or date-time (offset, ``Z`` or none = UTC) into a Date."""
     if not isinstance(text, str) or not 10 <= len(text) <= 40:
         raise EJsonError(f"not an ISO-8601 date: {text!r}")
+    if _is_canonical(text):  # the form every date is stored in: already what we return
+        return Date(text)
+    return _parse_iso(text)
+
+
+def _parse_iso(text: str) -> Date:
+    """The general path of :func:`date_from_iso`: every form ``datetime.fromisoformat`` reads."""
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -147,21 +192,49 @@ def _wrapper(key: str, obj: dict[str, Any]) -> Any:
     raise KeyError(key)
 
 
+def may_hold_wrappers(raw: bytes) -> bool:
+    """False when the JSON text ``raw`` certainly has no key starting with ``$``, so that
+    :func:`decode` of it would change nothing. O(len(raw)), a byte search."""
+    return b'"$' in raw or b'"\\u0024' in raw
+
+
 def decode(value: Any) -> Any:
     """Return ``value`` (parsed JSON) with every Extended JSON wrapper converted.
 
     Objects whose keys start with ``$`` but are no known wrapper are kept as they are; a known
-    wrapper holding a bad value raises :class:`EJsonError`. Runs in O(size of the value).
+    wrapper holding a bad value raises :class:`EJsonError`. Containers are copied, never
+    changed in place. Runs in O(size of the value).
     """
     if isinstance(value, dict):
-        if value:
-            first = next(iter(value))
-            if first[:1] == "$":
-                try:
-                    return _wrapper(first, value)
-                except KeyError:
-                    pass
-        return {k: decode(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+        return _object(value)
     if isinstance(value, list):
-        return [decode(v) if isinstance(v, dict | list) else v for v in value]
+        return [decode(item) for item in value]
     return value
+
+
+def _object(obj: dict[str, Any]) -> Any:
+    """The hot path of a snapshot load: ``obj`` copied in C, then only the values that change
+    replaced; exact type() checks first (JSON parsers make exact types), and the common dates
+    converted without the general wrapper code."""
+    for first in obj:
+        if first[:1] == "$":
+            if first == "$date" and len(obj) == 1:
+                value = obj[first]
+                kind = type(value)
+                if kind is str and _is_canonical(value):
+                    return Date(value)
+                if kind is int:  # as Rocket.Chat's broker writes dates
+                    return date_from_ms(value)
+            try:
+                return _wrapper(first, obj)
+            except KeyError:
+                pass
+        break
+    out = dict(obj)
+    for key, value in obj.items():
+        kind = type(value)
+        if kind is dict:
+            out[key] = _object(value)
+        elif kind is not str and kind is not int and isinstance(value, dict | list):
+            out[key] = decode(value)
+    return out

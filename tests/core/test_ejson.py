@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.ejson import Date, EJsonError, date_from_iso, date_from_ms, decode
+from service.core import ejson
+from service.core.ejson import (
+    Date,
+    EJsonError,
+    date_from_iso,
+    date_from_ms,
+    decode,
+    may_hold_wrappers,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,3 +95,161 @@ def test_date_strings_order_like_time(ms: int) -> None:
 def test_decode_never_fails_unexpectedly(value: Any) -> None:
     with contextlib.suppress(EJsonError):
         decode(value)
+
+
+# -- the fast paths against slow references ----------------------------------------------------
+# The references: the straightforward datetime-based formatting the fast one replaced, the
+# general ISO parser, and a plain recursive walk.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def reference_date_from_ms(ms: int) -> Date:
+    if not -62135596800000 <= ms <= 253402300799999:
+        raise EJsonError(f"date out of range: {ms} ms")
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return Date(
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
+
+
+def reference_date_from_iso(text: str) -> Date:
+    """date_from_iso without its fast path for the canonical form."""
+    if not 10 <= len(text) <= 40:
+        raise EJsonError(f"not an ISO-8601 date: {text!r}")
+    return ejson._parse_iso(text)
+
+
+def outcome(function: Callable[[Any], Any], value: Any) -> tuple[str, Any]:
+    """What ``function(value)`` gives: its result with the exact type of every part, or the
+    message of the EJsonError it raises."""
+    try:
+        return "ok", typed(function(value))
+    except EJsonError as exc:
+        return "error", str(exc)
+
+
+def typed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return type(value), {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return type(value), [typed(v) for v in value]
+    return type(value), value
+
+
+MIN_MS, MAX_MS = -62135596800000, 253402300799999
+millis = st.one_of(
+    st.sampled_from([MIN_MS - 1, MIN_MS, -1, 0, MAX_MS, MAX_MS + 1]),
+    st.integers(MIN_MS, MAX_MS),
+    st.integers(MIN_MS - 10**6, MIN_MS + 10**6),
+    st.integers(MAX_MS - 10**6, MAX_MS + 10**6),
+    st.integers(0, 2_000_000_000_000),
+    st.integers(-(2**70), 2**70),
+)
+
+
+@given(millis)
+def test_date_from_ms_matches_the_reference(ms: int) -> None:
+    assert outcome(date_from_ms, ms) == outcome(reference_date_from_ms, ms)
+
+
+# Canonical texts: real instants, and the same with one field's digits replaced by any digits
+# (hour 24, month 13, February 30, year 0000...); below, also with one character changed.
+instants = st.datetimes(timezones=st.just(UTC)).map(
+    lambda dt: f"{dt.isoformat(timespec='milliseconds')[:23]}Z"
+)
+FIELDS = [(0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 23)]
+canonical_shaped = st.builds(
+    lambda text, field, digits: text[: field[0]] + digits[: field[1] - field[0]] + text[field[1] :],
+    instants,
+    st.sampled_from(FIELDS),
+    st.text("0123456789", min_size=4, max_size=4),
+)
+mutated = st.builds(
+    lambda text, at, char: text[:at] + char + text[at + 1 :],
+    canonical_shaped,
+    st.integers(0, 23),
+    st.sampled_from([*"09:-.TZz+ ", "\u0663", "\uff11"]),
+)
+iso_texts = st.one_of(
+    instants,
+    canonical_shaped,
+    mutated,
+    millis.filter(lambda ms: MIN_MS <= ms <= MAX_MS).map(reference_date_from_ms),
+    st.datetimes(timezones=st.just(UTC) | st.none()).map(datetime.isoformat),
+    st.text(max_size=30),
+)
+
+
+@given(iso_texts)
+def test_date_from_iso_matches_the_reference(text: str) -> None:
+    assert outcome(date_from_iso, text) == outcome(reference_date_from_iso, text)
+
+
+@settings(max_examples=400)
+@given(canonical_shaped | mutated)
+def test_canonical_fast_path_matches_the_reference(text: str) -> None:
+    assert outcome(date_from_iso, text) == outcome(reference_date_from_iso, text)
+    assert outcome(decode, {"$date": text}) == outcome(reference_decode, {"$date": text})
+
+
+def reference_decode(value: Any) -> Any:
+    """The plain recursive walk, converting wrappers with the module's general code."""
+    if isinstance(value, dict):
+        if value:
+            first = next(iter(value))
+            if first[:1] == "$":
+                try:
+                    return ejson._wrapper(first, value)
+                except KeyError:
+                    pass
+        return {k: reference_decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reference_decode(v) for v in value]
+    return value
+
+
+dates = st.one_of(
+    iso_texts.map(lambda text: {"$date": text}),
+    millis.map(lambda ms: {"$date": ms}),
+    millis.map(lambda ms: {"$date": {"$numberLong": str(ms)}}),
+    st.sampled_from([{"$date": True}, {"$date": 1.5}, {"$date": 2.0}, {"$date": None}]),
+)
+ejson_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | dates,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.sampled_from(["$date", "$x"]), inner, max_size=4)
+        | st.builds(lambda v: {"$date": v}, inner)
+        | st.builds(lambda v: {"$date": v, "x": 1}, inner)
+        | st.builds(lambda v: OrderedDict(a=v), inner)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300)
+@given(ejson_values)
+def test_decode_matches_the_reference_and_copies(value: Any) -> None:
+    before = typed(value)
+    assert outcome(decode, value) == outcome(reference_decode, value)
+    assert typed(value) == before  # the input is left as it was
+
+
+def test_may_hold_wrappers() -> None:
+    assert may_hold_wrappers(b'{"a": {"$date": 0}}')
+    assert may_hold_wrappers(b'{"a": {"\\u0024date": 0}}')  # an escaped $ is still a $
+    assert may_hold_wrappers(b'{"a": "$5"}')  # a value like a key: decode just finds nothing
+    assert not may_hold_wrappers(b'{"a": "5$", "b": ["x$", {"c$": 1}]}')
+
+
+@given(ejson_values)
+def test_no_wrapper_in_the_text_means_nothing_to_decode(value: Any) -> None:
+    try:
+        raw = orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits
+        return
+    if not may_hold_wrappers(raw):
+        parsed = orjson.loads(raw)
+        assert typed(decode(parsed)) == typed(parsed)
