@@ -172,6 +172,10 @@ def _trigrams(text: str) -> set[str]:
     return {text[i : i + 3] for i in range(len(text) - 2)}
 
 
+def _quadgrams(text: str) -> set[str]:
+    return {text[i : i + 4] for i in range(len(text) - 3)}
+
+
 #: Types whose values order among themselves as their keys do (numbers together); a block
 #: whose values all fall in one of these is searched by the raw values, in C.
 _NONE = type(None)
@@ -641,7 +645,8 @@ class RoomStore:
         self._closed = BitMap()  # live slots without ``open``
         self._eq: dict[str, dict[str, BitMap]] = {f: {} for f in _EQ_FIELDS}
         self._eq_paths = tuple((f, tuple(f.split("."))) for f in _EQ_FIELDS)
-        self._grams: dict[str, BitMap] = {}
+        self._grams: dict[str, BitMap] = {}  # lower-cased name trigram -> slots
+        self._quads: dict[str, BitMap] = {}  # and 4-grams, so that most searches need no check
         self._short = BitMap()  # slots whose lower-cased name has fewer than 3 characters
         self._named = BitMap()  # slots whose name is a string
         self._lows: list[str | None] = []  # lower-cased name of each slot whose name is a string
@@ -742,13 +747,13 @@ class RoomStore:
         self._lows[slot] = name if low == name else low
         if len(low) < 3:
             self._short.add(slot)
-        grams = self._grams
-        for g in _trigrams(low):
-            bm = grams.get(g)
-            if bm is None:
-                grams[g] = BitMap([slot])
-            else:
-                bm.add(slot)
+        for grams, found in ((self._grams, _trigrams(low)), (self._quads, _quadgrams(low))):
+            for g in found:
+                bm = grams.get(g)
+                if bm is None:
+                    grams[g] = BitMap([slot])
+                else:
+                    bm.add(slot)
 
     def _unindex_name(self, slot: int, name: Any) -> None:
         if not isinstance(name, str):
@@ -756,12 +761,13 @@ class RoomStore:
         self._named.discard(slot)
         self._short.discard(slot)
         self._lows[slot] = None
-        grams = self._grams
-        for g in _trigrams(name.lower()):
-            bm = grams[g]
-            bm.discard(slot)
-            if not bm:
-                del grams[g]
+        low = name.lower()
+        for grams, found in ((self._grams, _trigrams(low)), (self._quads, _quadgrams(low))):
+            for g in found:
+                bm = grams[g]
+                bm.discard(slot)
+                if not bm:
+                    del grams[g]
 
     def upsert(self, room: dict[str, Any]) -> bool:
         """Store ``room`` (replacing the room with its ``_id``); False when the identical room
@@ -940,6 +946,7 @@ class RoomStore:
 
     def _bulk_names(self, names: list[Any]) -> None:
         acc: dict[str, array[int]] = {}
+        quads: dict[str, array[int]] = {}
         named = array("I")
         short = array("I")
         lows = self._lows = [None] * len(names)
@@ -957,7 +964,14 @@ class RoomStore:
                     acc[g] = array("I", (slot,))
                 else:
                     lst.append(slot)
+            for g in _quadgrams(low):
+                lst = quads.get(g)
+                if lst is None:
+                    quads[g] = array("I", (slot,))
+                else:
+                    lst.append(slot)
         self._grams = {g: BitMap(v) for g, v in acc.items()}
+        self._quads = {g: BitMap(v) for g, v in quads.items()}
         self._named = BitMap(named)
         self._short = BitMap(short)
 
@@ -992,10 +1006,12 @@ class RoomStore:
             ql = q.room_name.lower()
             if not ql:
                 positives.append([self._named])
-            elif len(ql) >= 3:  # every trigram of ql, each a filter
-                grams = self._grams
-                positives.extend([grams[g]] if g in grams else [] for g in _trigrams(ql))
-                verify_name = len(ql) > 3
+            elif len(ql) >= 3:  # its trigram, or every 4-gram of it, each a filter
+                grams, found = (
+                    (self._grams, (ql,)) if len(ql) == 3 else (self._quads, _quadgrams(ql))
+                )
+                positives.extend([grams[g]] if g in grams else [] for g in found)
+                verify_name = len(ql) > 4
             else:  # every name of 3+ characters holding ql has a trigram holding it
                 parts = [bm for g, bm in self._grams.items() if ql in g]
                 parts.append(self._holding(self._short, ql))
@@ -1245,6 +1261,7 @@ class RoomStore:
         eq: dict[str, dict[str, set[int]]] = {f: {} for f in _EQ_FIELDS}
         opened: set[int] = set()
         grams: dict[str, set[int]] = {}
+        quads: dict[str, set[int]] = {}
         named: set[int] = set()
         short: set[int] = set()
         for rid, slot in self._slot_of.items():
@@ -1277,6 +1294,8 @@ class RoomStore:
                     short.add(slot)
                 for g in _trigrams(low):
                     grams.setdefault(g, set()).add(slot)
+                for g in _quadgrams(low):
+                    quads.setdefault(g, set()).add(slot)
         for slot in self._free:
             assert self._ids[slot] is None, "free slot holds an id"
             assert self._docs[slot] is None, "free slot holds a room"
@@ -1293,6 +1312,7 @@ class RoomStore:
         assert set(self._open) == opened, "open bitmap differs"
         assert self._closed == live - self._open, "closed bitmap differs"
         assert {g: set(bm) for g, bm in self._grams.items()} == grams, "name index differs"
+        assert {g: set(bm) for g, bm in self._quads.items()} == quads, "4-gram index differs"
         assert set(self._named) == named, "named set differs"
         assert set(self._short) == short, "short-name set differs"
         for field, sort_index in self._index.items():
