@@ -622,11 +622,14 @@ class RoomStore:
     """Voip rooms by ``_id``, indexed for every filter and sort of GET /api/v1/voip/rooms.
 
     Each room lives in an int slot: its orjson bytes, and per sortable field its value in a
-    column. Equality filters, ``open`` and name trigrams map to BitMaps of slots; every sortable
-    field (and ``_id``) keeps the slots in (key, _id) order in blocks of ``block_size`` to
-    ``2 * block_size`` slots, each with a BitMap, so a page skips whole blocks by counting.
-    ``version`` goes up by one on every change and never on a no-op. Not thread-safe: call it
-    from one thread (the event loop).
+    column. Equality filters, ``open`` (and its absence) and name 3- and 4-grams map to BitMaps
+    of slots; every sortable field (and ``_id``) keeps the slots in (key, _id) order in blocks of
+    ``block_size`` to ``2 * block_size`` slots, each with a BitMap, so a page skips whole blocks
+    by counting. Each sortable field also gives every slot an order code (see _SortIndex), with
+    which numpy filters date ranges and sorts a query's matches when that costs less than the
+    walk (``gather``: None decides per query by a cost estimate; True or False forces it, for
+    tests). ``version`` goes up by one on every change and never on a no-op. Not thread-safe:
+    call it from one thread (the event loop).
     """
 
     def __init__(self, block_size: int = 2048, gather: bool | None = None) -> None:
