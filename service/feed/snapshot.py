@@ -58,32 +58,48 @@ def find_collection(directory: Path, name: str, required: bool) -> Path | None:
     return None
 
 
+_CHUNK = 1 << 20  # bytes read at a time: fewer, larger reads than one per line
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of ``path`` (gunzipped when it ends in ``.gz``), without their b"\\n"."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    rest = b""
+    with opener(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+    if rest:
+        yield rest
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, decoded document) for each non-blank line of a JSON-lines file.
 
     Extended JSON is converted. A line that is not a JSON object with a string ``_id``, bad
     Extended JSON, or a damaged gzip stream raises SnapshotError naming the file and line.
     """
-    opener = gzip.open if path.name.endswith(".gz") else open
     number = 0
+    loads, decode, may_hold_wrappers = orjson.loads, ejson.decode, ejson.may_hold_wrappers
     try:
-        with opener(path, "rb") as stream:
-            for number, raw in enumerate(stream, 1):
+        for number, raw in enumerate(_lines(path), 1):
+            try:
+                doc = loads(raw)
+            except orjson.JSONDecodeError as exc:
                 if not raw.strip():
                     continue
+                raise SnapshotError(path, f"not JSON: {exc}", number) from None
+            if type(doc) is not dict:
+                raise SnapshotError(path, "not a JSON object", number)
+            if may_hold_wrappers(raw):  # else decoding would change nothing
                 try:
-                    doc = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise SnapshotError(path, f"not JSON: {exc}", number) from None
-                if not isinstance(doc, dict):
-                    raise SnapshotError(path, "not a JSON object", number)
-                try:
-                    doc = ejson.decode(doc)
+                    doc = decode(doc)
                 except ejson.EJsonError as exc:
                     raise SnapshotError(path, f"bad Extended JSON: {exc}", number) from None
-                if not isinstance(doc.get("_id"), str):
-                    raise SnapshotError(path, "document without a string _id", number)
-                yield number, doc
+            if not isinstance(doc.get("_id"), str):
+                raise SnapshotError(path, "document without a string _id", number)
+            yield number, doc
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise SnapshotError(path, f"damaged gzip stream after line {number}: {exc}") from None
     except OSError as exc:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import tempfile
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from service.core import ejson
 from service.core.rooms import RoomStore
 from service.core.users import Directory
-from service.feed.snapshot import SnapshotError, load_snapshot
+from service.feed import snapshot
+from service.feed.snapshot import SnapshotError, load_snapshot, read_jsonl
 from tests.factories import make_room, make_user, write_snapshot
 
 
@@ -128,4 +133,44 @@ def test_bad_manifest(tmp_path: Path, manifest: bytes) -> None:
     _rooms_file(tmp_path, [GOOD])
     (tmp_path / "manifest.json").write_bytes(manifest)
     with pytest.raises(SnapshotError, match=r"manifest\.json"):
+        load(tmp_path)
+
+
+# Lines as a file may hold them: documents with and without wrappers, blank lines, \r\n ends.
+jsonl_lines = st.lists(
+    st.one_of(
+        st.builds(
+            lambda i, ms: orjson.dumps({"_id": f"r{i}", "ts": {"$date": ms}, "s": "x" * (i % 50)}),
+            st.integers(0, 10**6),
+            st.integers(0, 2 * 10**12),
+        ),
+        st.builds(lambda i: orjson.dumps({"_id": f"p{i}", "n": i}), st.integers(0, 10**6)),
+        st.sampled_from([b"", b"  ", b"\r", b'{"_id": "w"}\r']),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(jsonl_lines, st.integers(1, 300), st.booleans(), st.booleans())
+def test_read_jsonl_whatever_the_chunk_size(
+    lines: list[bytes], chunk: int, newline_at_end: bool, gz: bool
+) -> None:
+    data = b"\n".join(lines) + (b"\n" if newline_at_end else b"")
+    expected = [
+        (number, ejson.decode(orjson.loads(line)))
+        for number, line in enumerate(data.split(b"\n"), 1)
+        if line.strip()
+    ]
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        path = Path(tmp) / ("rooms.jsonl.gz" if gz else "rooms.jsonl")
+        path.write_bytes(gzip.compress(data) if gz else data)
+        patch.setattr(snapshot, "_CHUNK", chunk)
+        assert list(read_jsonl(path)) == expected
+
+
+def test_bad_line_after_a_chunk_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "_CHUNK", 7)
+    _rooms_file(tmp_path, [GOOD, b"", GOOD, b"{bad"])
+    with pytest.raises(SnapshotError, match=r"rooms\.jsonl:4: not JSON"):
         load(tmp_path)
