@@ -41,9 +41,10 @@ _STEP = 1 << 24  # a new key between two others: this far past the lesser, at mo
 _TIE_LIMIT = 4096
 #: Below this many matches the block walk sorts a run's candidates directly.
 _SMALL = 256
-#: Cost model of a page: gathering costs per match, walking costs per block visited (µs).
-_GATHER_US_PER_MATCH = 0.02
-_WALK_US_PER_BLOCK = 1.5
+#: Cost model of a page in µs, fitted by tests/bench/page_model.py at 1,000,000 rooms:
+#: gathering = a + b * matches + c * (offset + count); walking = d + e * blocks visited.
+_GATHER_US = (290.0, 0.021, 0.013)
+_WALK_US = (140.0, 2.36)
 
 Codes = np.ndarray[Any, np.dtype[np.int64]]
 Slots = np.ndarray[Any, np.dtype[np.uint32]]
@@ -1084,8 +1085,7 @@ class RoomStore:
 
     def _gathers(self, field: str, total: int, reach: int, bounds: tuple[int, int] | None) -> bool:
         """Whether gathering and sorting ``total`` matches beats walking the blocks of
-        ``field``'s index to position ``reach`` (an estimate in microseconds, measured with
-        tests/bench/query_times.py)."""
+        ``field``'s index to position ``reach``, by the fitted cost model."""
         if self._gather is not None:
             return self._gather
         nb = len(self._index[field].blocks)
@@ -1093,7 +1093,9 @@ class RoomStore:
             nb = min(nb, bounds[1] - bounds[0] + 1)
         per_block = total / max(nb, 1)
         visits = min(nb, reach / max(per_block, 1e-9) + 1)
-        return total * _GATHER_US_PER_MATCH < visits * _WALK_US_PER_BLOCK
+        a, b, c = _GATHER_US
+        d, e = _WALK_US
+        return a + b * total + c * reach < d + e * visits
 
     def _gather_page(
         self, m: BitMap, keys: tuple[tuple[str, int], ...], skip: int, need: int
@@ -1111,10 +1113,15 @@ class RoomStore:
             return picked if direction > 0 else -picked
 
         first = signed(*keys[0], slots)
-        if len(slots) > reach:  # keep what can come first: keys up to the reach-th one's
-            kth = np.partition(first, reach - 1)[reach - 1]
-            keep = first <= kth
+        if len(slots) > reach:
+            # Keep the first key's values from the skip-th one's to the reach-th one's: the page
+            # lies among them, after the matches with a lesser first key.
+            lo_key, hi_key = np.partition(first, (skip, reach - 1))[[skip, reach - 1]]
+            keep = (first >= lo_key) & (first <= hi_key)
+            before = int(np.count_nonzero(first < lo_key)) if skip else 0
             slots, first = slots[keep], first[keep]
+            skip -= before
+            reach -= before
         cols = [first, *(signed(f, d, slots) for f, d in keys[1:])]
         order = np.lexsort(cols[::-1])
         slots = slots[order]
