@@ -43,8 +43,8 @@ _TIE_LIMIT = 4096
 _SMALL = 256
 #: Cost model of a page in µs, fitted by tests/bench/page_model.py at 1,000,000 rooms:
 #: gathering = a + b * matches + c * (offset + count); walking = d + e * blocks visited.
-_GATHER_US = (290.0, 0.021, 0.013)
-_WALK_US = (140.0, 2.36)
+_GATHER_US = (367.0, 0.0148, 0.041)
+_WALK_US = (235.0, 2.57)
 
 Codes = np.ndarray[Any, np.dtype[np.int64]]
 Slots = np.ndarray[Any, np.dtype[np.uint32]]
