@@ -619,6 +619,56 @@ def _count(block: _Block, m: BitMap | None) -> int:
     return len(block.arr) if m is None else block.bm.intersection_cardinality(m)
 
 
+_PACKED_LEN = 64  # names up to this long (in characters up to U+FFFF) get n-grams in numpy
+_CHUNK = 1 << 16  # names per numpy pass
+
+
+def _ngram_slots(texts: list[str], slots: Slots, n: int) -> dict[str, BitMap]:
+    """gram -> BitMap of slots, for every ``n``-gram (3 or 4) of each text (its slot alongside).
+
+    Texts are at most _PACKED_LEN characters, each at most U+FFFF, so a gram packs into one
+    uint64 of 16-bit characters; grams are then grouped by sorting, all in numpy."""
+    codes_parts: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
+    slot_parts: list[Slots] = []
+    for start in range(0, len(texts), _CHUNK):
+        chunk = texts[start : start + _CHUNK]
+        width = max(map(len, chunk))
+        if width < n:
+            continue
+        utf32 = np.array(chunk, dtype=f"<U{width}").view(np.uint32).reshape(len(chunk), width)
+        chars = utf32.astype(np.uint64)
+        codes = chars[:, : width - n + 1].copy()
+        for k in range(1, n):
+            codes <<= np.uint64(16)
+            codes |= chars[:, k : width - n + 1 + k]
+        lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        valid = np.arange(width - n + 1)[None, :] <= (lengths - n)[:, None]
+        codes_parts.append(codes[valid])
+        owner = np.broadcast_to(slots[start : start + len(chunk), None], valid.shape)
+        slot_parts.append(owner[valid])
+    if not codes_parts:
+        return {}
+    codes = np.concatenate(codes_parts)
+    owners = np.concatenate(slot_parts)
+    order = np.argsort(codes)  # slots in a group may come in any order
+    codes, owners = codes[order], owners[order]
+    cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts = np.concatenate(([0], cuts)).tolist()
+    ends = [*cuts.tolist(), len(codes)]
+    out: dict[str, BitMap] = {}
+    for a, b, code in zip(starts, ends, codes[starts].tolist(), strict=True):
+        gram = "".join(chr((code >> (16 * (n - 1 - k))) & 0xFFFF) for k in range(n))
+        out[gram] = _to_bitmap(owners[a:b])
+    return out
+
+
+def _merge_grams(acc: dict[str, array[int]], packed: dict[str, BitMap]) -> dict[str, BitMap]:
+    for gram, slots in acc.items():
+        bm = packed.get(gram)
+        packed[gram] = BitMap(slots) if bm is None else bm | BitMap(slots)
+    return packed
+
+
 class RoomStore:
     """Voip rooms by ``_id``, indexed for every filter and sort of GET /api/v1/voip/rooms.
 
@@ -949,10 +999,14 @@ class RoomStore:
         return n
 
     def _bulk_names(self, names: list[Any]) -> None:
+        """The name indexes of a bulk load: n-grams of most names in numpy (see _ngram_slots),
+        of the rest (long names, characters beyond U+FFFF) in Python."""
         acc: dict[str, array[int]] = {}
         quads: dict[str, array[int]] = {}
         named = array("I")
         short = array("I")
+        packed: list[str] = []  # lower-cased names that numpy indexes
+        packed_slots = array("I")
         lows = self._lows = [None] * len(names)
         for slot, name in enumerate(names):
             if not isinstance(name, str):
@@ -962,20 +1016,20 @@ class RoomStore:
             lows[slot] = name if low == name else low
             if len(low) < 3:
                 short.append(slot)
-            for g in _trigrams(low):
-                lst = acc.get(g)
-                if lst is None:
-                    acc[g] = array("I", (slot,))
-                else:
-                    lst.append(slot)
-            for g in _quadgrams(low):
-                lst = quads.get(g)
-                if lst is None:
-                    quads[g] = array("I", (slot,))
-                else:
-                    lst.append(slot)
-        self._grams = {g: BitMap(v) for g, v in acc.items()}
-        self._quads = {g: BitMap(v) for g, v in quads.items()}
+                continue
+            if len(low) <= _PACKED_LEN and (low.isascii() or max(map(ord, low)) <= 0xFFFF):
+                packed.append(low)
+                packed_slots.append(slot)
+                continue
+            for grams, found in ((acc, _trigrams(low)), (quads, _quadgrams(low))):
+                for g in found:
+                    lst = grams.get(g)
+                    if lst is None:
+                        grams[g] = array("I", (slot,))
+                    else:
+                        lst.append(slot)
+        self._grams = _merge_grams(acc, _ngram_slots(packed, _as_slots(packed_slots), 3))
+        self._quads = _merge_grams(quads, _ngram_slots(packed, _as_slots(packed_slots), 4))
         self._named = BitMap(named)
         self._short = BitMap(short)
 

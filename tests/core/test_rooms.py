@@ -456,3 +456,24 @@ def test_codes_keep_up_with_values_arriving_in_order() -> None:
         for offset in (0, 1499, 2990):
             q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=20)
             assert_same(store, stored, q)
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_name_grams_of_every_kind_of_name(bulk: bool) -> None:
+    """Bulk loads index most names in numpy and the rest in Python: both agree with upserts."""
+    names = [
+        "Ada Lovelace-1795545851.820001",
+        "ab",
+        "ÄBC Öl Straße",
+        "emoji 😀 caller 😀x",  # beyond U+FFFF
+        "nul\x00in the middle\x00",
+        "x" * 70 + "needle" + "y" * 30,  # longer than the packed width
+        "İstanbul",  # lower() changes the length
+        "NEEDLE in caps",
+        "",
+    ]
+    rooms_ = [{"_id": f"n{i:02d}", "t": "v", "name": name} for i, name in enumerate(names)]
+    store = build(rooms_, 2, bulk)
+    stored = {r["_id"]: r for r in rooms_}
+    for text in ("needle", "NEED", "😀 c", "\x00in", "straße", "i̇st", "abc", "ab", "e", "xxxx"):
+        assert_same(store, stored, RoomQuery(room_name=text, sort=(("name", 1),)))
