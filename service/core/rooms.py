@@ -127,7 +127,7 @@ def _date_paths(room: dict[str, Any]) -> DatePaths:
             _deep_dates((key,), value, found)
     if not found:
         return _NO_DATES
-    paths = tuple(sorted(found, key=repr))
+    paths = tuple(found)  # in document order: rooms of one shape share it
     return _DATE_PATHS.setdefault(paths, paths)
 
 
