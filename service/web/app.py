@@ -63,11 +63,12 @@ class FrontDoor:
         """``handler`` as the front door serves it, counted under ``route`` (and ``method``,
         when the route answers only that one; else the request's)."""
         metrics, record, access_sample = self.metrics, self.record, self.access_sample
+        now = metrics.now
         metric = metrics.request(method, route) if method is not None else None
         cors = self._cors if self.origins else None
 
         async def front_door(request: web.Request) -> web.StreamResponse:
-            started = metrics.now()
+            started = now()
             if record:
                 metrics.in_flight += 1
             try:
@@ -91,7 +92,7 @@ class FrontDoor:
                     metrics.in_flight -= 1
             if cors is not None:
                 cors(request, response)
-            elapsed = metrics.now() - started
+            elapsed = now() - started
             if record:
                 (metric or metrics.request(request.method, route)).observe(response.status, elapsed)
             if access_sample and random.random() < access_sample:

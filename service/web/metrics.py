@@ -186,6 +186,5 @@ class Metrics:
                 self._bound[(label, route)] = bound
         return bound
 
-    @staticmethod
-    def now() -> float:
-        return time.perf_counter()
+    #: the request clock (the C function itself: no Python frame per call)
+    now = staticmethod(time.perf_counter)

@@ -25,6 +25,7 @@ __all__ = ["ROUTE", "RoomsHandler"]
 ROUTE = "/api/v1/voip/rooms"
 MAX_BODY = 1 << 20
 JSON = "application/json"
+ETAG = "ETag"  # spelled as before (aiohttp's hdrs.ETAG is "Etag")
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -45,8 +46,8 @@ class _Answer:
     def __init__(self, etag: str, body: bytes) -> None:
         self.etag = etag
         self.body = body
-        self.ok = CIMultiDict({hdrs.CONTENT_TYPE: JSON, hdrs.ETAG: etag})
-        self.not_modified = CIMultiDict({hdrs.ETAG: etag})
+        self.ok = CIMultiDict({hdrs.CONTENT_TYPE: JSON, ETAG: etag})
+        self.not_modified = CIMultiDict({ETAG: etag})
 
 
 class RoomsHandler:
@@ -121,7 +122,7 @@ class RoomsHandler:
         if answer is None:
             etag = self._etag(parsed)
             if inm is not None and _etag_matches(inm, etag):  # revalidated: no body needed
-                return _not_modified({hdrs.ETAG: etag}, limit_headers)
+                return _not_modified({ETAG: etag}, limit_headers)
             answer = self._build(parsed, etag)
         elif inm is not None and _etag_matches(inm, answer.etag):
             return _not_modified(answer.not_modified, limit_headers)

@@ -59,6 +59,7 @@ async def test_answer_and_etag_change_when_the_rooms_do(live: tuple[Client, Feed
     url = ROOMS + "?queue=sales&count=100"
     first = await client.get(url, headers=headers(MANAGER))
     etag, total = first.headers["ETag"], (await first.json())["total"]
+    assert (b"ETag", etag.encode()) in first.raw_headers  # spelled as ever
     cached = await client.get(url, headers=headers(MANAGER))
     assert cached.headers["ETag"] == etag
     assert await cached.read() == await first.read()
