@@ -114,8 +114,12 @@ class FrontDoor:
         app.router.add_get(path, self.wrap(path, handler, "GET"), allow_head=False)
 
     def add_fallback(self, app: web.Application) -> None:
-        """The catch-all route; after every other route, since the router tries routes in order."""
-        self.catch_all = app.router.add_route(hdrs.METH_ANY, "/{tail:.*}", self.fallback).resource
+        """The catch-all route; after every other route, since the router tries routes in order.
+        Its pattern takes any character, newlines too (``.`` would not: a path with ``%0A``
+        would get aiohttp's plain-text 404)."""
+        self.catch_all = app.router.add_route(
+            hdrs.METH_ANY, r"/{tail:[\s\S]*}", self.fallback
+        ).resource
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
         """A request no route took: repeated slashes merged (served by the route they name, no

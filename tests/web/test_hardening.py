@@ -172,7 +172,9 @@ async def test_other_methods_are_405(client: Client, method: str) -> None:
         assert (await resp.json())["success"] is False
 
 
-@pytest.mark.parametrize("path", ["/../etc/passwd", "/api/v1/voip/rooms/x", "/%2e%2e/", "/a" * 500])
+@pytest.mark.parametrize(
+    "path", ["/../etc/passwd", "/api/v1/voip/rooms/x", "/%2e%2e/", "/a%0Ab", "/a" * 500]
+)
 async def test_unknown_paths_are_json_404(client: Client, path: str) -> None:
     resp = await client.get(path, headers=headers(MANAGER))
     assert resp.status == 404
