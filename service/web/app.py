@@ -114,12 +114,10 @@ class FrontDoor:
         app.router.add_get(path, self.wrap(path, handler, "GET"), allow_head=False)
 
     def add_fallback(self, app: web.Application) -> None:
-        """The catch-all route; after every other route, since the router tries routes in order.
-        Its pattern takes any character, newlines too (``.`` would not: a path with ``%0A``
-        would get aiohttp's plain-text 404)."""
-        self.catch_all = app.router.add_route(
-            hdrs.METH_ANY, r"/{tail:[\s\S]*}", self.fallback
-        ).resource
+        """The catch-all route; after every other route, since the router tries routes in order."""
+        self.catch_all = _Anything("/{tail}")
+        app.router.register_resource(self.catch_all)
+        self.catch_all.add_route(hdrs.METH_ANY, self.fallback)
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
         """A request no route took: repeated slashes merged (served by the route they name, no
@@ -177,6 +175,14 @@ class FrontDoor:
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
             response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSE
             response.headers[hdrs.VARY] = "Origin"
+
+
+class _Anything(web.DynamicResource):
+    """A resource that takes every path: with any character (a pattern's ``.`` misses a decoded
+    ``%0A``), and not starting with ``/`` (``OPTIONS *``), which no pattern can match."""
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {"tail": path}
 
 
 def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:

@@ -181,6 +181,18 @@ async def test_unknown_paths_are_json_404(client: Client, path: str) -> None:
     assert (await resp.json())["success"] is False
 
 
+async def test_asterisk_form_request_is_json_404(client: Client) -> None:
+    reader, writer = await raw(
+        client, b"OPTIONS * HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        status, body = await status_of(reader)
+    finally:
+        writer.close()
+    assert status == 404
+    assert body.endswith(orjson.dumps({"success": False, "error": "Not found"}))
+
+
 async def test_garbage_instead_of_http_is_400(client: Client) -> None:
     reader, writer = await raw(client, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
     try:
