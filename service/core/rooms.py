@@ -620,16 +620,16 @@ def _count(block: _Block, m: BitMap | None) -> int:
 
 
 _PACKED_LEN = 64  # names up to this long (in characters up to U+FFFF) get n-grams in numpy
-_CHUNK = 1 << 16  # names per numpy pass
+_CHUNK = 1 << 16  # names per numpy pass (bounds the memory of a bulk load's n-grams)
 
 
 def _ngram_slots(texts: list[str], slots: Slots, n: int) -> dict[str, BitMap]:
     """gram -> BitMap of slots, for every ``n``-gram (3 or 4) of each text (its slot alongside).
 
     Texts are at most _PACKED_LEN characters, each at most U+FFFF, so a gram packs into one
-    uint64 of 16-bit characters; grams are then grouped by sorting, all in numpy."""
-    codes_parts: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
-    slot_parts: list[Slots] = []
+    uint64 of 16-bit characters; each chunk of texts is grouped by sorting in numpy, and the
+    chunks' bitmaps are merged (so the memory needed stays that of one chunk)."""
+    out: dict[str, BitMap] = {}
     for start in range(0, len(texts), _CHUNK):
         chunk = texts[start : start + _CHUNK]
         width = max(map(len, chunk))
@@ -637,28 +637,27 @@ def _ngram_slots(texts: list[str], slots: Slots, n: int) -> dict[str, BitMap]:
             continue
         utf32 = np.array(chunk, dtype=f"<U{width}").view(np.uint32).reshape(len(chunk), width)
         chars = utf32.astype(np.uint64)
-        codes = chars[:, : width - n + 1].copy()
+        packed = chars[:, : width - n + 1].copy()
         for k in range(1, n):
-            codes <<= np.uint64(16)
-            codes |= chars[:, k : width - n + 1 + k]
+            packed <<= np.uint64(16)
+            packed |= chars[:, k : width - n + 1 + k]
         lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
         valid = np.arange(width - n + 1)[None, :] <= (lengths - n)[:, None]
-        codes_parts.append(codes[valid])
         owner = np.broadcast_to(slots[start : start + len(chunk), None], valid.shape)
-        slot_parts.append(owner[valid])
-    if not codes_parts:
-        return {}
-    codes = np.concatenate(codes_parts)
-    owners = np.concatenate(slot_parts)
-    order = np.argsort(codes)  # slots in a group may come in any order
-    codes, owners = codes[order], owners[order]
-    cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-    starts = np.concatenate(([0], cuts)).tolist()
-    ends = [*cuts.tolist(), len(codes)]
-    out: dict[str, BitMap] = {}
-    for a, b, code in zip(starts, ends, codes[starts].tolist(), strict=True):
-        gram = "".join(chr((code >> (16 * (n - 1 - k))) & 0xFFFF) for k in range(n))
-        out[gram] = _to_bitmap(owners[a:b])
+        codes, owners = packed[valid], owner[valid]
+        order = np.argsort(codes)  # slots in a group may come in any order
+        codes, owners = codes[order], owners[order]
+        cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        starts = np.concatenate(([0], cuts)).tolist()
+        ends = [*cuts.tolist(), len(codes)]
+        for a, b, code in zip(starts, ends, codes[starts].tolist(), strict=True):
+            gram = "".join(chr((code >> (16 * (n - 1 - k))) & 0xFFFF) for k in range(n))
+            found = _to_bitmap(owners[a:b])
+            bm = out.get(gram)
+            if bm is None:
+                out[gram] = found
+            else:
+                bm |= found
     return out
 
 
