@@ -1089,7 +1089,9 @@ class RoomStore:
             for parts in positives[1:]:
                 if not m:
                     break
-                if len(parts) == 1:
+                if len(parts) == 1 and parts[0] is self._closed:
+                    m = m - self._open  # the same, as the smaller set: most rooms are closed
+                elif len(parts) == 1:
                     m = m & parts[0]
                 else:
                     m = BitMap.union(*(m & part for part in parts)) if parts else BitMap()
