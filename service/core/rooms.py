@@ -7,7 +7,7 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import compress, islice, repeat
+from itertools import compress, groupby, islice, repeat
 from operator import contains, eq, itemgetter, ne
 from typing import Any
 
@@ -50,7 +50,7 @@ Codes = np.ndarray[Any, np.dtype[np.int64]]
 Slots = np.ndarray[Any, np.dtype[np.uint32]]
 
 Key = tuple[Any, ...]
-_first_ck = itemgetter(0)
+_head = itemgetter(0)  # the first item of a tuple
 # Stored dates read back as plain strings; an equality index rightly lacks them.
 _DATE_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 _MIN_DATE = Date("")
@@ -214,9 +214,9 @@ class _SortIndex:
 
     ``codes`` (when kept) maps each live slot to an int64 that orders as its key: slots with equal
     keys share a code and a greater key has a greater code, so numpy can filter and sort slots by
-    key without Python comparisons. A new key takes a code between its neighbours' (the midpoint,
-    or ``_GAP`` past the last); when no integer is left between them, every code is spread again
-    in one vectorized pass (relabelling).
+    key without Python comparisons. A new key takes a code between its neighbours' (at most
+    ``_STEP`` past the lesser, ``_GAP`` past the last); when no integer is left between them,
+    the codes of the blocks around it are spread again (see ``_respread``).
     """
 
     __slots__ = ("blocks", "ckof", "codes", "firsts", "full", "ids", "max_size", "size", "vals")
@@ -451,7 +451,7 @@ class _SortIndex:
 
     def lower(self, x: Key) -> tuple[int, int]:
         """Position of the first slot whose key is >= x."""
-        b = bisect_left(self.firsts, x, key=_first_ck)
+        b = bisect_left(self.firsts, x, key=_head)
         if b == 0:
             return 0, 0
         arr = self.blocks[b - 1].arr
@@ -460,7 +460,7 @@ class _SortIndex:
 
     def upper(self, x: Key) -> tuple[int, int]:
         """Position of the first slot whose key is > x."""
-        b = bisect_right(self.firsts, x, key=_first_ck)
+        b = bisect_right(self.firsts, x, key=_head)
         if b == 0:
             return 0, 0
         arr = self.blocks[b - 1].arr
@@ -1055,8 +1055,8 @@ class RoomStore:
             if value is not None:
                 values = self._eq[path]
                 positives.append([values[value]] if value in values else [])
-        if q.open is not None:
-            positives.append([self._open if q.open else self._closed])
+        if q.open is True:
+            positives.append([self._open])
         ql: str | None = None
         verify_name = False
         if q.room_name is not None:
@@ -1089,12 +1089,12 @@ class RoomStore:
             for parts in positives[1:]:
                 if not m:
                     break
-                if len(parts) == 1 and parts[0] is self._closed:
-                    m = m - self._open  # the same, as the smaller set: most rooms are closed
-                elif len(parts) == 1:
+                if len(parts) == 1:
                     m = m & parts[0]
                 else:
                     m = BitMap.union(*(m & part for part in parts)) if parts else BitMap()
+        if q.open is False:  # most rooms are closed: subtract the open ones
+            m = self._closed if m is None else m - self._open
         for size, field, lo, hi, _ in ranges:
             if m is not None and len(m) < size:  # fewer matches than dates in range: check each
                 sort_index = self._index[field]
@@ -1198,16 +1198,9 @@ class RoomStore:
         if b - a > _TIE_LIMIT:
             return None
         ids = self._ids.__getitem__
-        part: list[int] = slots[a:b].tolist()
-        runs = run[a:b].tolist()
         out: list[int] = []
-        i = 0
-        while i < len(part):
-            j = i + 1
-            while j < len(part) and runs[j] == runs[i]:
-                j += 1
-            out.extend(sorted(part[i:j], key=ids) if j - i > 1 else part[i:j])  # type: ignore[arg-type]
-            i = j
+        for _, group in groupby(zip(run[a:b].tolist(), slots[a:b].tolist(), strict=True), _head):
+            out.extend(sorted((slot for _, slot in group), key=ids))  # type: ignore[arg-type]
         return out[lo - a : hi - a]
 
     def _sort_small(self, slots: Iterable[int], keys: tuple[tuple[str, int], ...]) -> list[int]:

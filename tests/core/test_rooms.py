@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -421,41 +422,47 @@ def test_bulk_load_is_all_or_nothing() -> None:
     assert store.page(RoomQuery(open=True))[0] == 1
 
 
+def _durations_after(
+    bases: tuple[int, int], block_size: int, bulk: bool, values: Sequence[float], ids: list[str]
+) -> tuple[RoomStore, dict[str, dict[str, Any]]]:
+    """A store of two rooms with callDuration ``bases``, then one upserted room per value."""
+    base: list[dict[str, Any]] = [{"_id": f"b{i}", "t": "v", "callDuration": i} for i in bases]
+    store = build(base, block_size, bulk, gather=True)
+    stored = {r["_id"]: r for r in base}
+    for rid, value in zip(ids, values, strict=True):
+        room: dict[str, Any] = {"_id": rid, "t": "v", "callDuration": value}
+        store.upsert(room)
+        stored[rid] = room
+    store._check()
+    return store, stored
+
+
+def _assert_duration_pages(
+    store: RoomStore, stored: dict[str, dict[str, Any]], offsets: tuple[int, ...], count: int
+) -> None:
+    for direction in (1, -1):
+        for offset in offsets:
+            q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=count)
+            assert_same(store, stored, q)
+
+
 @pytest.mark.parametrize("bulk", [True, False])
 def test_codes_are_spread_again_when_a_gap_runs_out(bulk: bool) -> None:
     """Values that keep landing between the same two keys exhaust the codes between them."""
-    base: list[dict[str, Any]] = [{"_id": f"b{i}", "t": "v", "callDuration": i} for i in (0, 1)]
-    store = build(base, 2, bulk, gather=True)
-    stored = {r["_id"]: r for r in base}
-    for i in range(1, 80):  # 0.5, 0.25, ...: each lands just above 0
-        room: dict[str, Any] = {"_id": f"r{i:02d}", "t": "v", "callDuration": 2.0**-i}
-        store.upsert(room)
-        stored[room["_id"]] = room
-    room = {"_id": "r00", "t": "v", "callDuration": 2.0**-79}  # a tie with the last one
-    store.upsert(room)
-    stored[room["_id"]] = room
-    store._check()
-    for direction in (1, -1):
-        for offset in (0, 30, 75):
-            q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=10)
-            assert_same(store, stored, q)
+    values = [2.0**-i for i in range(1, 80)]  # 0.5, 0.25, ...: each lands just above 0
+    ids = [f"r{i:02d}" for i in range(1, 80)]
+    values.append(2.0**-79)  # a tie with the last one
+    ids.append("r00")
+    store, stored = _durations_after((0, 1), 2, bulk, values, ids)
+    _assert_duration_pages(store, stored, (0, 30, 75), 10)
 
 
 def test_codes_keep_up_with_values_arriving_in_order() -> None:
     """Runs of growing and of shrinking values between two old keys respread a few blocks."""
-    base: list[dict[str, Any]] = [{"_id": f"b{i}", "t": "v", "callDuration": i} for i in (0, 10**6)]
-    store = build(base, 4, True, gather=True)
-    stored = {r["_id"]: r for r in base}
     values = [*range(1, 1500), *range(10**6 - 1, 10**6 - 1500, -1), *range(5000, 6000, 2)]
-    for i, value in enumerate(values):
-        room: dict[str, Any] = {"_id": f"r{i:05d}", "t": "v", "callDuration": value}
-        store.upsert(room)
-        stored[room["_id"]] = room
-    store._check()
-    for direction in (1, -1):
-        for offset in (0, 1499, 2990):
-            q = RoomQuery(sort=(("callDuration", direction),), offset=offset, count=20)
-            assert_same(store, stored, q)
+    ids = [f"r{i:05d}" for i in range(len(values))]
+    store, stored = _durations_after((0, 10**6), 4, True, values, ids)
+    _assert_duration_pages(store, stored, (0, 1499, 2990), 20)
 
 
 @pytest.mark.parametrize("bulk", [True, False])
