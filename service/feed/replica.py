@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.core import events
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory
 from service.feed.checkpoint import (
     capture,

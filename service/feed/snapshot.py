@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from service.core import ejson
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory
 
 __all__ = ["LoadResult", "SnapshotError", "find_collection", "load_snapshot", "read_jsonl"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory
 from service.demo import Simulator, read_demo_state
 from service.feed.replica import Replica

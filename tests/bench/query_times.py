@@ -30,7 +30,7 @@ from typing import Any
 
 from service.core.ejson import date_from_ms
 from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory
 from service.feed.snapshot import load_snapshot
 from tests.bench.apply import describe, measure_apply

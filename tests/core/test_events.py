@@ -26,7 +26,7 @@ from service.core.events import (
     subject_label,
 )
 from service.core.query import RoomQuery
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory, hash_token
 
 try:

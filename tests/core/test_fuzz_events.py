@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from service.core import ejson
 from service.core.events import SUBJECTS, BadEvent, Event, apply, decode
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory, hash_token
 
 scalars = (

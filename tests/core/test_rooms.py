@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.core.ejson import Date, date_from_ms
 from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from tests.oracle import reference_page
 
 BASE_MS = 1_625_000_000_000
@@ -146,9 +146,13 @@ def assert_same(store: RoomStore, stored: dict[str, dict[str, Any]], q: RoomQuer
 
 
 def build(
-    rooms_: list[dict[str, Any]], block_size: int, bulk: bool, gather: bool | None = None
+    rooms_: list[dict[str, Any]],
+    block_size: int,
+    bulk: bool,
+    gather: bool | None = None,
+    fold_at: int | None = None,
 ) -> RoomStore:
-    store = RoomStore(block_size=block_size, gather=gather)
+    store = RoomStore(block_size=block_size, gather=gather, fold_at=fold_at)
     if bulk:
         store.bulk_load(rooms_)
     else:
@@ -173,6 +177,7 @@ def room_sets(draw: st.DrawFn, max_size: int = 40) -> list[dict[str, Any]]:
     st.booleans(),
     st.sampled_from([1, 2, 3, 8]),
     st.sampled_from([None, True, False]),
+    st.sampled_from([1, 5, None]),
 )
 def test_page_matches_oracle(
     rooms_: list[dict[str, Any]],
@@ -180,9 +185,11 @@ def test_page_matches_oracle(
     bulk: bool,
     block_size: int,
     gather: bool | None,
+    fold_at: int | None,
 ) -> None:
-    """Pages by the block walk (gather=False), by sorting gathered codes (True), or either."""
-    store = build(rooms_, block_size, bulk, gather)
+    """Pages by the order walk (gather=False), by selecting gathered codes (True), or either;
+    with the buffer of changes merged after every change, every few, or left unmerged."""
+    store = build(rooms_, block_size, bulk, gather, fold_at)
     stored = {r["_id"]: r for r in rooms_}
     for q in qs:
         assert_same(store, stored, q)
@@ -259,8 +266,8 @@ def _random_query(rng: random.Random) -> RoomQuery:
 def test_many_blocks_against_oracle(bulk: bool) -> None:
     rng = random.Random(7)
     rooms_ = [_random_room(rng, f"room-{rng.randrange(10**6):06d}-{i}") for i in range(1500)]
-    store = build(rooms_, 16, bulk)
-    assert max(len(i.blocks) for i in store._index.values()) > 50
+    store = build(rooms_, 16, bulk, fold_at=64)
+    assert max(len(i.blocks) for i in store.orders.values()) > 50
     stored = {r["_id"]: r for r in rooms_}
     for _ in range(200):
         assert_same(store, stored, _random_query(rng))
@@ -275,7 +282,11 @@ def test_many_blocks_against_oracle(bulk: bool) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_stress_random_updates(seed: int) -> None:
     rng = random.Random(seed)
-    store = RoomStore(block_size=rng.choice([1, 2, 4]), gather=rng.choice([None, True, False]))
+    store = RoomStore(
+        block_size=rng.choice([1, 2, 4]),
+        gather=rng.choice([None, True, False]),
+        fold_at=rng.choice([1, 7, 10_000]),
+    )
     stored: dict[str, dict[str, Any]] = {}
     ids = [f"id{i:02d}" for i in range(60)]
     for step in range(600):

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core import ejson
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory
 from service.feed import snapshot
 from service.feed.snapshot import SnapshotError, load_snapshot, read_jsonl

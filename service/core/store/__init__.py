@@ -1,0 +1,246 @@
+"""RoomStore: voip rooms as columns, with bitmap filters, sort orders and an answer arena.
+
+Layout (one module a responsibility):
+
+- ``columns``: slots, ids, the answer-bytes arena;
+- ``keys``: MongoDB's cross-type order as int64 codes (the one place it is defined);
+- ``codes``: codes for strings and other dictionary-coded values;
+- ``orders``: per sortable field, codes per slot, the merged order and the buffer of changes;
+- ``postings``: equality, ``open`` and date-bucket bitmaps;
+- ``names``: the ``roomName`` n-gram index;
+- ``plan``: a query -> its matching slots; ``page``: matches -> a sorted page;
+- ``bulk``: the bulk build; ``check``: every invariant against a brute-force rebuild.
+
+Ownership and mutation order. Only this front changes the parts, and always in this order,
+within one call (no ``await`` in between, so a reader never sees half a change):
+
+1. ``columns``: take a slot (new room) — slots are never reused;
+2. ``postings`` and ``names``: discard the old values (read back from the old bytes), add the new;
+3. each ``orders[field].set`` (codes, buffer), then the date buckets from the old and new codes;
+4. ``columns.put`` (new bytes) or ``columns.free``; ``live``; ``version += 1``;
+5. the change record to every watcher; then buffers past their size are merged.
+
+Everything handed out (bitmaps from ``postings``, arrays from ``orders``) is the store's own:
+read it, never change it. Not thread-safe: call it from one thread (the event loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pyroaring import BitMap
+
+from service.core.query import SORTABLE_FIELDS, RoomQuery
+from service.core.store import bulk, check, page, plan
+from service.core.store.columns import Columns, date_paths, restore_dates
+from service.core.store.keys import NULL, value_at
+from service.core.store.names import NameIndex
+from service.core.store.orders import SortOrder
+from service.core.store.postings import DATE_FIELDS, Postings
+
+__all__ = ["Change", "RoomStore"]
+
+#: Fields whose values are mostly dictionary-coded (strings): their values live in a list.
+_DENSE = frozenset({"name", "fname", "queue", "direction", "servedBy.username", "v.username"})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One applied change: the room's bytes before and after (None: absent)."""
+
+    room_id: str
+    before: bytes | None
+    after: bytes | None
+
+
+def _dumps(room: dict[str, Any]) -> bytes:
+    return orjson.dumps(room)
+
+
+class RoomStore:
+    """Voip rooms by ``_id``, indexed for every filter and sort of GET /api/v1/voip/rooms.
+
+    ``version`` goes up by one on every change and never on a no-op. ``gather`` forces the page
+    strategy (tests); ``block`` and ``fold_at`` size the sort orders' blocks and buffers.
+    """
+
+    def __init__(
+        self, block_size: int = 4096, gather: bool | None = None, fold_at: int | None = None
+    ) -> None:
+        if block_size < 1:
+            raise ValueError("block_size must be positive")
+        self.version = 0
+        self.gather = gather
+        self.block = block_size
+        self.fold_at = fold_at if fold_at is not None else 8192
+        self.columns = Columns()
+        self.live = BitMap()
+        self.postings = Postings()
+        self.names = NameIndex()
+        self.watchers: list[Callable[[Change], None]] = []
+        ids = SortOrder("_id", None, dense=True, block=block_size, fold_at=self.fold_at)
+        self.orders: dict[str, SortOrder] = {"_id": ids}
+        for field in SORTABLE_FIELDS:
+            self.orders[field] = SortOrder(
+                field, ids, dense=field in _DENSE, block=block_size, fold_at=self.fold_at
+            )
+        self._fields = tuple(
+            (f, tuple(f.split(".")), self.orders[f], f in DATE_FIELDS) for f in SORTABLE_FIELDS
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of rooms; O(1)."""
+        return len(self.columns.slot_of)
+
+    def get(self, room_id: str) -> bytes | None:
+        """The stored orjson bytes of a room, or None; O(size)."""
+        slot = self.columns.slot_of.get(room_id)
+        return None if slot is None else self.columns.doc(slot)
+
+    def open_count(self) -> int:
+        """Rooms that have an ``open`` field; O(1)."""
+        return len(self.postings.opened)
+
+    def iter_rooms(self) -> Iterator[bytes]:
+        """Every stored room's bytes, in slot order; O(n) for the whole walk."""
+        columns = self.columns
+        for slot in list(columns.slot_of.values()):
+            yield columns.doc(slot)
+
+    def iter_documents(self) -> Iterator[dict[str, Any]]:
+        """Every room as a dict with its dates typed as Date again (for checkpoints). The view
+        is taken when called (O(n) slices), so it may be read in another thread."""
+        columns = self.columns
+        pairs = [(columns.doc(s), columns.dates[s]) for s in columns.slot_of.values()]
+        loads = orjson.loads
+        return (restore_dates(loads(doc), paths) for doc, paths in pairs)
+
+    def page(self, q: RoomQuery) -> tuple[int, list[bytes]]:
+        """(total matches, the requested page as stored bytes). Filters are bitmap operations;
+        the page is a partial sort of the matches or a walk of the first key's order
+        (page.py), whichever the estimate says is cheaper."""
+        m = plan.matches(self, q)
+        total = len(self.live) if m is None else len(m)
+        if total == 0 or q.offset >= total or q.count == 0:
+            return total, []
+        need = total - q.offset if q.count is None else min(q.count, total - q.offset)
+        slots = page.page_slots(self, m, tuple(q.sort), q.offset, need)
+        return total, self.columns.docs(slots.tolist())
+
+    # -- changes ----------------------------------------------------------------------------
+    def watch(self, callback: Callable[[Change], None]) -> None:
+        """Call ``callback`` with every applied change, right after it is applied."""
+        self.watchers.append(callback)
+
+    def _grow(self, slot: int) -> None:
+        if slot < self.columns.capacity:
+            return
+        capacity = max(1024, 2 * self.columns.capacity, slot + 1)
+        self.columns.grow(capacity)
+        for order in self.orders.values():
+            order.grow(capacity)
+
+    def upsert(self, room: dict[str, Any]) -> bool:
+        """Store ``room`` (replacing the room with its ``_id``); False when the identical room
+        is already stored. O(F) direct codes, O(log n) per new string value, O(len(name)) when
+        the name changed; merges of the buffers amortize to O(n / fold_at) per change."""
+        rid = room["_id"]
+        if type(rid) is not str:
+            raise TypeError(f"room _id must be a string, got {rid!r}")
+        doc = _dumps(room)
+        columns = self.columns
+        slot = columns.slot_of.get(rid)
+        before: bytes | None = None
+        if slot is None:
+            slot = len(columns.ids)
+            self._grow(slot)
+            columns.new_slot(rid)
+            self.orders["_id"].set(slot, rid, True)
+            fresh = True
+        else:
+            before = columns.doc(slot)
+            if before == doc:
+                return False
+            old = orjson.loads(before)
+            self.postings.discard(slot, old)
+            if value_at(old, ("name",)) != room.get("name"):
+                self.names.discard(slot)
+            fresh = False
+        self.postings.add(slot, room)
+        if slot not in self.names.lows:
+            self.names.add(slot, room.get("name"))
+        post = self.postings
+        for field, parts, order, dated in self._fields:
+            was = int(order.code[slot])
+            if order.set(slot, value_at(room, parts), fresh) and dated:
+                post.move_date(field, slot, NULL if fresh else was, int(order.code[slot]))
+        columns.put(slot, doc, date_paths(room))
+        self.live.add(slot)
+        self.version += 1
+        self._changed(Change(rid, before, doc))
+        return True
+
+    def remove(self, room_id: str) -> bool:
+        """Forget a room; False when unknown. O(F + len(name))."""
+        columns = self.columns
+        slot = columns.slot_of.get(room_id)
+        if slot is None:
+            return False
+        before = columns.doc(slot)
+        self.postings.discard(slot, orjson.loads(before))
+        self.names.discard(slot)
+        for field, _, order, dated in self._fields:
+            if dated:
+                self.postings.move_date(field, slot, int(order.code[slot]), NULL)
+            order.free(slot)
+        self.orders["_id"].free(slot)
+        columns.free(slot)
+        self.live.discard(slot)
+        self.version += 1
+        self._changed(Change(room_id, before, None))
+        return True
+
+    def _changed(self, change: Change) -> None:
+        for watcher in self.watchers:
+            watcher(change)
+        for order in self.orders.values():
+            if order.buffered >= order.fold_at:
+                order.merge()
+
+    def merge(self) -> None:
+        """Fold every sort order's buffer in now (tests, and after a burst). O(F n)."""
+        for order in self.orders.values():
+            order.merge()
+
+    def bulk_load(self, rooms: Iterable[dict[str, Any]]) -> int:
+        """Load a snapshot into an empty store, building every index in bulk; returns the rooms
+        stored (a later room with the same ``_id`` replaces an earlier one). O(n log n).
+
+        All or nothing: when a room cannot be stored (no string ``_id``, or a value orjson cannot
+        serialize) the store is left empty and the error raised."""
+        if self.columns.slot_of:
+            raise ValueError("bulk_load needs an empty store")
+        built = bulk.build(rooms, self.block, self.gather, self.fold_at)
+        version = self.version
+        watchers = self.watchers
+        self._take(built)
+        self.watchers = watchers
+        n = len(self)
+        self.version = version + (1 if n else 0)
+        return n
+
+    def _take(self, other: RoomStore) -> None:
+        self.columns = other.columns
+        self.live = other.live
+        self.postings = other.postings
+        self.names = other.names
+        self.orders = other.orders
+        self._fields = other._fields
+
+    def _check(self) -> None:
+        """Every invariant, against a brute-force rebuild (tests). O(n log n)."""
+        check.check(self)

@@ -1,0 +1,274 @@
+"""One sortable field's order: every slot's order code, and the slots sorted by it.
+
+A :class:`SortOrder` keeps
+
+- ``code`` (int64 per slot): the slot's order code (:mod:`keys`), ``NULL`` for a free slot;
+- the *merged part*: ``main`` (uint32 slots) sorted by (code, id code), ``mcode`` (int64, the
+  codes along ``main``), and ``blocks``, a BitMap of the slots of each ``block`` positions of
+  ``main``, so that a page can skip whole blocks by counting;
+- the *buffer of recent changes*: ``pending`` (live slots whose place in ``main`` is missing or
+  out of date) and ``stale`` (slots whose entry in ``main`` is out of date: changed or freed).
+  Queries take ``main`` without ``stale`` and merge ``pending`` in (see page.py);
+- ``vals``: the current value of each slot holding a dictionary-coded value, and ``shadow``:
+  the value a stale slot held when it was merged, so that binary searches over ``main`` compare
+  the values ``main`` was sorted by.
+
+:meth:`merge` folds the buffer in with numpy (O(n) memory moves, O(p log n) for p pending),
+when the buffer holds ``fold_at`` slots; no single change ever re-sorts the field.
+
+Mutation order (the front, RoomStore, follows it): :meth:`set` for every live slot's value
+change, :meth:`free` once a slot is removed; never write ``code`` or ``main`` directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from bisect import bisect_left
+from typing import Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from service.core.store.codes import Coder, Key
+from service.core.store.keys import NULL, direct_code, rank_key
+
+__all__ = ["SortOrder", "to_bitmap"]
+
+Slots = np.ndarray[Any, np.dtype[np.uint32]]
+Codes = np.ndarray[Any, np.dtype[np.int64]]
+
+
+def to_bitmap(slots: np.ndarray[Any, Any]) -> BitMap:
+    """A BitMap of a numpy array of slots (the array.array path is the fast one)."""
+    return BitMap(array("I", np.ascontiguousarray(slots, dtype=np.uint32).tobytes()))
+
+
+class SortOrder:
+    """Slots in (code, id code) order for one field; see the module docstring."""
+
+    __slots__ = (
+        "block",
+        "blocks",
+        "code",
+        "coder",
+        "dense",
+        "fold_at",
+        "ids",
+        "main",
+        "mcode",
+        "merged",
+        "name",
+        "pending",
+        "shadow",
+        "stale",
+        "vals",
+    )
+
+    def __init__(
+        self, name: str, ids: SortOrder | None, *, dense: bool, block: int, fold_at: int
+    ) -> None:
+        self.name = name
+        self.ids = ids  # the _id order, whose codes break ties (None: this is the _id order)
+        self.block = block
+        self.fold_at = fold_at
+        self.dense = dense  # vals as a list (most slots dictionary-coded) or a dict
+        self.code: Codes = np.empty(0, dtype=np.int64)
+        self.main: Slots = np.empty(0, dtype=np.uint32)
+        self.mcode: Codes = np.empty(0, dtype=np.int64)
+        self.blocks: list[BitMap] = []
+        self.merged = BitMap()  # the slots in main
+        self.pending = BitMap()
+        self.stale = BitMap()
+        self.vals: list[Any] | dict[int, Any] = [] if dense else {}
+        self.shadow: dict[int, Any] = {}
+        self.coder = Coder(self)
+
+    # -- values -----------------------------------------------------------------------------
+    def grow(self, capacity: int) -> None:
+        """Room for ``capacity`` slots. O(capacity)."""
+        old = len(self.code)
+        if capacity <= old:
+            return
+        code = np.full(capacity, NULL, dtype=np.int64)
+        code[:old] = self.code
+        self.code = code
+        if isinstance(self.vals, list):
+            self.vals.extend([None] * (capacity - old))
+
+    def value(self, slot: int) -> Any:
+        """The slot's dictionary-coded value (None when its value is direct-coded)."""
+        vals = self.vals
+        return vals[slot] if isinstance(vals, list) else vals.get(slot)
+
+    def merged_key(self, slot: int) -> Key:
+        """The key ``slot`` had when merged (only for slots in main with dictionary codes)."""
+        slot = int(slot)
+        if slot in self.shadow:
+            return rank_key(self.shadow[slot])
+        return rank_key(self.value(slot))
+
+    def _store(self, slot: int, value: Any) -> None:
+        vals = self.vals
+        if isinstance(vals, list):
+            vals[slot] = value
+        elif value is None:
+            vals.pop(slot, None)
+        else:
+            vals[slot] = value
+
+    def set(self, slot: int, value: Any, fresh: bool) -> bool:
+        """Give ``slot`` the value ``value`` (``fresh``: a slot just taken). True when its code
+        changed. O(1) for direct-coded values, O(log n) comparisons for dictionary ones."""
+        code = direct_code(value)
+        dict_value = None if code is not None else value
+        if code is None:
+            if not fresh:
+                held = self.value(slot)
+                if type(held) is type(value) and held == value:
+                    return False  # the same value: the same code
+            code = self.coder.code(value)
+        if fresh:
+            self.code[slot] = code
+            self._store(slot, dict_value)
+            self.pending.add(slot)
+            return True
+        if self.code[slot] == code:
+            if dict_value is not None:
+                self._store(slot, dict_value)  # an equal value (same key): nothing moves
+            return False
+        self._unplace(slot)
+        self.code[slot] = code
+        self._store(slot, dict_value)
+        self.pending.add(slot)
+        return True
+
+    def _unplace(self, slot: int) -> None:
+        if slot in self.merged and slot not in self.stale:
+            self.stale.add(slot)
+            old = self.value(slot)
+            if old is not None:
+                self.shadow[slot] = old
+
+    def free(self, slot: int) -> None:
+        """Forget a removed slot. O(1)."""
+        self._unplace(slot)
+        self.pending.discard(slot)
+        self.code[slot] = NULL
+        self._store(slot, None)
+
+    @property
+    def buffered(self) -> int:
+        return len(self.pending) + len(self.stale)
+
+    # -- merging ----------------------------------------------------------------------------
+    def id_codes(self) -> Codes:
+        return self.code if self.ids is None else self.ids.code
+
+    def build(self, main: Slots) -> None:
+        """Take ``main`` (every live slot, sorted by (code, id code)) as the merged part."""
+        self.main = main
+        self.mcode = self.code[main]
+        self.merged = to_bitmap(main)
+        self._blocks()
+        self.pending = BitMap()
+        self.stale = BitMap()
+        self.shadow = {}
+        self.coder.clear_recent()
+
+    def _blocks(self) -> None:
+        b = self.block
+        main = self.main
+        self.blocks = [to_bitmap(main[i : i + b]) for i in range(0, len(main), b)]
+
+    def merge(self) -> None:
+        """Fold the buffer into main: O(n) numpy moves plus O(p log n) for p pending slots."""
+        if not self.pending and not self.stale:
+            return
+        main, mcode = self.main, self.mcode
+        if self.stale:
+            drop = np.zeros(len(self.code), dtype=np.bool_)
+            drop[np.frombuffer(self.stale.to_array(), dtype=np.uint32)] = True
+            keep = ~drop[main]
+            main, mcode = main[keep], mcode[keep]
+        if self.pending:
+            added = np.frombuffer(self.pending.to_array(), dtype=np.uint32)
+            ids = self.id_codes()
+            pcode = self.code[added]
+            pid = ids[added]
+            by = np.lexsort((pid, pcode))
+            added, pcode, pid = added[by], pcode[by], pid[by]
+            at = np.searchsorted(mcode, pcode, "left")
+            end = np.searchsorted(mcode, pcode, "right")
+            ties = np.flatnonzero(end > at)
+            if len(ties):
+                idkey = ids.__getitem__
+                for i in ties.tolist():  # runs of equal codes: place by id code
+                    at[i] = bisect_left(
+                        main,
+                        pid[i],
+                        int(at[i]),
+                        int(end[i]),
+                        key=idkey,
+                    )
+            main = np.insert(main, at, added)
+            mcode = np.insert(mcode, at, pcode)
+        self.build(np.ascontiguousarray(main, dtype=np.uint32))
+
+    def maybe_merge(self) -> None:
+        if self.buffered >= self.fold_at:
+            self.merge()
+
+    def remap(self, lo: int, hi: int, old: Codes, new: Codes) -> None:
+        """Respread codes: every code c in [lo, hi] (c in ``old``) becomes the matching ``new``
+        one, in ``mcode`` and for every live slot. O(window + pending)."""
+        mcode = self.mcode
+        a = int(np.searchsorted(mcode, lo, "left"))
+        b = int(np.searchsorted(mcode, hi, "right"))
+        if b > a:
+            mcode[a:b] = new[np.searchsorted(old, mcode[a:b])]
+        cand = np.unique(
+            np.concatenate(
+                [self.main[a:b], np.frombuffer(self.pending.to_array(), dtype=np.uint32)]
+            )
+        )
+        if len(cand):
+            codes = self.code[cand]
+            inside = (codes >= lo) & (codes <= hi)
+            hit = cand[inside]
+            self.code[hit] = new[np.searchsorted(old, codes[inside])]
+
+    # -- checks -----------------------------------------------------------------------------
+    def check(self, live: BitMap) -> None:
+        """Every invariant, against a brute-force rebuild. O(n log n)."""
+        name = self.name
+        assert self.merged == to_bitmap(self.main), f"{name}: merged != main"
+        assert len(self.merged) == len(self.main), f"{name}: main holds a slot twice"
+        keep = ~np.isin(self.main, np.frombuffer(self.stale.to_array(), dtype=np.uint32))
+        assert np.array_equal(self.code[self.main[keep]], self.mcode[keep]), (
+            f"{name}: a merged slot's code changed without it being stale"
+        )
+        ids = self.id_codes()
+        keys = list(zip(self.mcode.tolist(), ids[self.main].tolist(), strict=True))
+        if self.ids is None:
+            keys = [(c, c) for c in self.mcode.tolist()]
+        assert all(a <= b for a, b in itertools.pairwise(keys)), f"{name}: main unsorted"
+        assert self.pending <= live, f"{name}: a pending slot is not live"
+        assert live - self.pending <= self.merged - self.stale, f"{name}: a live slot is lost"
+        assert not (self.pending & (self.merged - self.stale)), f"{name}: pending yet placed"
+        b = self.block
+        for i, bm in enumerate(self.blocks):
+            assert bm == to_bitmap(self.main[i * b : (i + 1) * b]), f"{name}: block {i} stale"
+        # Codes order as the values: equal values share codes, greater values greater codes.
+        pairs: dict[Key, int] = {}
+        for slot in live:
+            value = self.value(slot)
+            code = int(self.code[slot])
+            key = (0, code) if value is None else rank_key(value)
+            if value is not None:
+                assert direct_code(value) is None, f"{name}: a direct value kept in vals"
+            assert pairs.setdefault(key, code) == code, f"{name}: equal values, two codes"
+        dict_keys = sorted(k for k in pairs if k[0] != 0)
+        codes = [pairs[k] for k in dict_keys]
+        assert codes == sorted(codes), f"{name}: codes out of value order"
+        self.coder.check(self.merged_key)

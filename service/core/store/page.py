@@ -1,0 +1,133 @@
+"""Sorted pages: the window [offset, offset + count) of a match set in the query's order.
+
+Two ways, chosen per query by a cost estimate (or forced, for tests):
+
+- *gather*: the matches' codes gathered with numpy, the first ``offset + count`` selected by a
+  partition (never a full sort of the matches), then ordered by every sort key and ``_id``;
+- *walk*: the first sort field's merged order, block by block, skipping whole blocks by
+  counting their matches, extracting only the blocks that hold the window, merged with the
+  buffered (pending) slots that match.
+
+Why the walk is exact: let P be the first ``offset + count`` pending matches, p = |P|. The window
+holds only merged matches of merged rank in [offset - p, offset + count). The walk extracts a
+run of positions starting at merged rank r0 <= offset - p (whole runs of equal first keys, when
+ties need reordering) and reaching rank offset + count; sorted together with P, the extracted
+element at index j has rank r0 + j among all matches, for every j inside the window.
+Cost: O(blocks skipped) bitmap counts plus O(block + offset + count) numpy work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from service.core.store.orders import SortOrder, to_bitmap
+
+if TYPE_CHECKING:
+    from service.core.store import RoomStore
+
+__all__ = ["page_slots"]
+
+Slots = np.ndarray[Any, np.dtype[np.uint32]]
+Keys = tuple[tuple[str, int], ...]
+_EMPTY: Slots = np.empty(0, dtype=np.uint32)
+#: Cost estimate (µs): gathering m matches; walking, per block counted and per slot extracted.
+_GATHER_PER_MATCH = 0.02
+_WALK_PER_BLOCK = 3.0
+_WALK_PER_SLOT = 0.03
+
+
+def _slots(bm: BitMap) -> Slots:
+    return np.frombuffer(bm.to_array(), dtype=np.uint32)
+
+
+def _signed(order: SortOrder, direction: int, slots: Slots) -> np.ndarray[Any, Any]:
+    codes = order.code[slots]
+    return codes if direction > 0 else ~codes  # ~c = -c - 1: reverses order, no overflow
+
+
+def sorted_window(store: RoomStore, slots: Slots, keys: Keys, skip: int, take: int) -> Slots:
+    """``slots`` ordered by ``keys`` then ``_id``, items [skip, skip + take). O(len(slots)) plus
+    O(k log k) for the k slots whose first key is within the first skip + take."""
+    if take <= 0 or skip >= len(slots):
+        return _EMPTY
+    reach = skip + take
+    field, direction = keys[0]
+    first = _signed(store.orders[field], direction, slots)
+    if len(slots) > 2 * reach + 64:
+        bound = np.partition(first, reach - 1)[reach - 1]
+        inside = first <= bound
+        slots, first = slots[inside], first[inside]
+    cols = [store.orders["_id"].code[slots]]
+    cols.extend(_signed(store.orders[f], d, slots) for f, d in reversed(keys[1:]))
+    cols.append(first)
+    return slots[np.lexsort(cols)[skip:reach]]
+
+
+def page_slots(store: RoomStore, m: BitMap | None, keys: Keys, offset: int, need: int) -> Slots:
+    """The ``need`` slots from ``offset`` on, of matches ``m`` (None: every room), in order."""
+    if not keys:
+        keys = (("_id", 1),)
+    order = store.orders[keys[0][0]]
+    total = len(store.live) if m is None else len(m)
+    reach = offset + need
+    gather = store.gather
+    if gather is None:
+        blocks = len(order.blocks)
+        visit = min(blocks, (reach * max(1, len(store.live))) // max(1, total * order.block) + 2)
+        walk_cost = visit * _WALK_PER_BLOCK + (order.block + reach) * _WALK_PER_SLOT
+        gather = total * _GATHER_PER_MATCH < walk_cost
+    if gather:
+        matched = _slots(store.live if m is None else m)
+        return sorted_window(store, matched, keys, offset, need)
+    return _walk(store, order, m, keys, offset, need)
+
+
+def _walk(
+    store: RoomStore, order: SortOrder, m: BitMap | None, keys: Keys, offset: int, need: int
+) -> Slots:
+    reach = offset + need
+    every = m is None
+    matched = store.live if m is None else m
+    placed = matched - order.stale if order.stale else matched
+    pend = matched & order.pending if order.pending else None
+    head = _EMPTY
+    if pend:
+        head = sorted_window(store, _slots(pend), keys, 0, reach)
+    lo_rank = max(0, offset - len(head))
+    blocks = order.blocks
+    step = order.block
+    direction = keys[0][1]
+    seq = range(len(blocks)) if direction > 0 else range(len(blocks) - 1, -1, -1)
+    cum = 0
+    r0 = 0
+    first_block = last_block = -1
+    for k in seq:
+        bm = blocks[k]
+        c = len(bm) if every and not order.stale else bm.intersection_cardinality(placed)
+        if first_block < 0 and cum + c > lo_rank:
+            first_block, r0 = k, cum
+        cum += c
+        last_block = k
+        if cum >= reach:
+            break
+    if first_block < 0:  # fewer placed matches than lo_rank: take them all
+        found = np.concatenate([_slots(placed - order.pending), head])
+        return sorted_window(store, found, keys, offset, need)
+    n = len(order.main)
+    lo, hi = min(first_block, last_block) * step, min(n, (max(first_block, last_block) + 1) * step)
+    if len(keys) > 1 or direction < 0:  # ties are reordered: take whole runs of equal codes
+        mcode = order.mcode
+        lo2 = int(np.searchsorted(mcode, mcode[lo], "left"))
+        hi2 = int(np.searchsorted(mcode, mcode[hi - 1], "right"))
+        before = order.main[lo2:lo] if direction > 0 else order.main[hi:hi2]
+        if len(before):
+            r0 -= placed.intersection_cardinality(to_bitmap(before))
+        lo, hi = lo2, hi2
+    extracted = to_bitmap(order.main[lo:hi]) & placed
+    found = _slots(extracted)
+    if len(head):
+        found = np.concatenate([found, head])
+    return sorted_window(store, found, keys, offset - r0, need)

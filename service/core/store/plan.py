@@ -1,0 +1,74 @@
+"""A RoomQuery -> the set of candidate slots: every filter as bitmaps, combined smallest first.
+
+Each filter is "any of" a few bitmaps (agents by id or username, tags, a name's n-grams); all
+filters must hold. Unions meet the matches so far part by part. ``open=false`` subtracts the
+open rooms last (most rooms are closed). Date ranges come from date buckets (postings.py). The
+name check of a long search runs last, on the fewest candidates. Cost: O(bitmap sizes / 64) or
+better per operation; no loop over rooms in Python.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyroaring import BitMap
+
+from service.core.query import DateRange, RoomQuery
+from service.core.store.keys import date_ms
+
+if TYPE_CHECKING:
+    from service.core.store import RoomStore
+
+__all__ = ["matches"]
+
+
+def _ms(rng: DateRange) -> tuple[int | None, int | None]:
+    return (
+        None if rng.start is None else date_ms(rng.start),
+        None if rng.end is None else date_ms(rng.end),
+    )
+
+
+def matches(store: RoomStore, q: RoomQuery) -> BitMap | None:
+    """The slots passing every filter of ``q``; None when ``q`` has no filter at all. The
+    result may be one of the postings' own bitmaps: callers never change it in place."""
+    post = store.postings
+    eq = post.eq
+    filters: list[list[BitMap]] = []
+    if q.agents is not None:
+        by_id, by_name = eq["servedBy._id"], eq["servedBy.username"]
+        filters.append([i[a] for a in q.agents for i in (by_id, by_name) if a in i])
+    if q.tags is not None:
+        tags = eq["tags"]
+        filters.append([tags[t] for t in q.tags if t in tags])
+    for path, value in (("queue", q.queue), ("v._id", q.visitor_id), ("direction", q.direction)):
+        if value is not None:
+            values = eq[path]
+            filters.append([values[value]] if value in values else [])
+    if q.open is True:
+        filters.append([post.opened])
+    check: str | None = None
+    if q.room_name is not None:
+        found, check = store.names.matching(q.room_name)
+        filters.extend(found)
+    for field, rng in (("ts", q.created), ("closedAt", q.closed)):
+        if rng is not None:
+            start, end = _ms(rng)
+            filters.append([post.range(field, start, end, store.orders[field].code)])
+    m: BitMap | None = None
+    if filters:
+        filters.sort(key=lambda parts: sum(map(len, parts)))
+        first = filters[0]
+        m = BitMap() if not first else first[0] if len(first) == 1 else BitMap.union(*first)
+        for parts in filters[1:]:
+            if not m:
+                break
+            if len(parts) == 1:
+                m = m & parts[0]
+            else:
+                m = BitMap.union(*(m & part for part in parts)) if parts else BitMap()
+    if q.open is False:
+        m = post.closed if m is None else m - post.opened
+    if check is not None and m is not None:
+        m = store.names.holding(m, check)
+    return m
