@@ -23,7 +23,7 @@ from service.web.metrics import Metrics
 from service.web.responses import api_error, json_response, status_error
 from service.web.rooms import ROUTE, RoomsHandler
 
-__all__ = ["METRICS", "REPLICA", "SETTINGS", "create_app"]
+__all__ = ["GUARD", "METRICS", "REPLICA", "SETTINGS", "create_app"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("voip_rooms.access")
@@ -31,6 +31,7 @@ access_log = logging.getLogger("voip_rooms.access")
 SETTINGS = web.AppKey("settings", Settings)
 REPLICA = web.AppKey("replica", Replica)
 METRICS = web.AppKey("metrics", Metrics)
+GUARD = web.AppKey("guard", Guard)
 _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 
 _SLASHES = re.compile(r"/{2,}")
@@ -228,7 +229,8 @@ def create_app(
     app[METRICS] = metrics
     front = FrontDoor(settings, metrics)
     rooms = RoomsHandler(settings, replica, metrics, now_ms)
-    front.add_get(app, ROUTE, Guard(settings, now_ms).wrap(rooms.handle))
+    guard = app[GUARD] = Guard(settings, now_ms)
+    front.add_get(app, ROUTE, guard.wrap(rooms.handle))
     front.add_get(app, "/livez", livez)
     front.add_get(app, "/healthz", livez)
     front.add_get(app, "/readyz", readyz)
