@@ -8,13 +8,22 @@ the environment names and the README table all come from that one list.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "RateLimit", "Settings", "Spec", "add_arguments", "from_namespace"]
+__all__ = [
+    "SETTINGS",
+    "Network",
+    "RateLimit",
+    "Settings",
+    "Spec",
+    "add_arguments",
+    "from_namespace",
+]
 
 ENV_PREFIX = "VOIP_ROOMS_"
 
@@ -39,6 +48,32 @@ def _rate_limit(text: str) -> RateLimit | None:
     if requests < 1 or window < 1:
         raise argparse.ArgumentTypeError("rate limit numbers must be >= 1")
     return RateLimit(requests, window)
+
+
+def _login_failures(text: str) -> RateLimit | None:
+    """Like ``_rate_limit``, and ``0`` (or ``0/WINDOW_MS``) turns the throttle off too."""
+    if text.strip() == "0" or text.strip().startswith("0/"):
+        return None
+    return _rate_limit(text)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    """Comma- or space-separated CIDRs (a plain address is a one-address network)."""
+    networks = []
+    for part in text.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(part))
+        except ValueError as exc:
+            hint = ""
+            if "has host bits set" in str(exc):
+                hint = f": host bits set, the network is {ipaddress.ip_network(part, strict=False)}"
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a CIDR like 10.0.0.0/8 or fd00::/8{hint}"
+            ) from None
+    return tuple(networks)
 
 
 def _origins(text: str) -> tuple[str, ...]:
@@ -179,10 +214,20 @@ SETTINGS: tuple[Spec, ...] = (
     ),
     Spec(
         "login_failures",
-        _rate_limit,
+        _login_failures,
         "20/60000",
-        "failed logins per client address, FAILURES/WINDOW_MS, then 429 (off when empty)",
+        "failed logins per client address and X-User-Id, FAILURES/WINDOW_MS, then 429 for that "
+        "pair until the window ends (0 or empty = off)",
         "N/MS",
+    ),
+    Spec(
+        "trusted_proxies",
+        _networks,
+        "",
+        "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client: from "
+        "a peer inside them, the client address is the right-most X-Forwarded-For address "
+        "outside them (empty = none: the client address is the TCP peer)",
+        "CIDRS",
     ),
     Spec(
         "keepalive_timeout",
@@ -232,6 +277,7 @@ class Settings:
     shutdown_timeout: float = 20.0
     max_in_flight: int = 256
     login_failures: RateLimit | None = RateLimit(20, 60_000)
+    trusted_proxies: tuple[Network, ...] = ()
     keepalive_timeout: float = 75.0
     body_timeout: float = 10.0
     response_cache: int = 4096

@@ -84,10 +84,15 @@ async def wait_ready(client: TestClient[Any, Any], within: float = 10.0) -> None
 
 @pytest.fixture
 def make_client(aiohttp_client: AiohttpClient) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
-    """Start a real server for Settings(**overrides) and wait until it is ready."""
+    """Start a real server for Settings(**overrides) and wait until it is ready; ``now_ms``
+    replaces the server's clock (epoch milliseconds) so that a test moves time by hand."""
 
-    async def start(ready: bool = True, **overrides: Any) -> TestClient[Any, Any]:
-        server = TestServer(create_app(Settings(**overrides)))
+    async def start(
+        ready: bool = True, now_ms: Callable[[], int] | None = None, **overrides: Any
+    ) -> TestClient[Any, Any]:
+        settings = Settings(**overrides)
+        app = create_app(settings) if now_ms is None else create_app(settings, now_ms=now_ms)
+        server = TestServer(app)
         await server.start_server(**SERVER_LIMITS)  # the production limits, not aiohttp's defaults
         client = await aiohttp_client(server)
         if ready:

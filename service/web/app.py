@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -18,12 +18,12 @@ from service.core.errors import ApiError
 from service.feed.replica import Replica
 from service.settings import Settings
 from service.web import openapi
-from service.web.guards import Guard
+from service.web.guards import Guard, epoch_ms
 from service.web.metrics import Metrics
 from service.web.responses import api_error, json_response, status_error
 from service.web.rooms import ROUTE, RoomsHandler
 
-__all__ = ["METRICS", "REPLICA", "SETTINGS", "create_app"]
+__all__ = ["GUARD", "METRICS", "REPLICA", "SETTINGS", "create_app"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("voip_rooms.access")
@@ -31,6 +31,7 @@ access_log = logging.getLogger("voip_rooms.access")
 SETTINGS = web.AppKey("settings", Settings)
 REPLICA = web.AppKey("replica", Replica)
 METRICS = web.AppKey("metrics", Metrics)
+GUARD = web.AppKey("guard", Guard)
 _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 
 _SLASHES = re.compile(r"/{2,}")
@@ -110,8 +111,11 @@ class FrontDoor:
         return front_door
 
     def add_get(self, app: web.Application, path: str, handler: Handler) -> None:
-        """Route GET ``path`` to ``handler`` behind the front door (HEAD is not allowed)."""
-        app.router.add_get(path, self.wrap(path, handler, "GET"), allow_head=False)
+        """Route GET and HEAD ``path`` to ``handler`` behind the front door, each counted under
+        its own method (aiohttp sends a HEAD answer's status and headers, without the body)."""
+        resource = app.router.add_resource(path)
+        resource.add_route(hdrs.METH_GET, self.wrap(path, handler, hdrs.METH_GET))
+        resource.add_route(hdrs.METH_HEAD, self.wrap(path, handler, hdrs.METH_HEAD))
 
     def add_fallback(self, app: web.Application) -> None:
         """The catch-all route; after every other route, since the router tries routes in order."""
@@ -208,9 +212,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(
-    settings: Settings, replica: Replica | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    replica: Replica | None = None,
+    metrics: Metrics | None = None,
+    now_ms: Callable[[], int] = epoch_ms,
 ) -> web.Application:
-    """Build the application; the replica loads in a background task once the app starts."""
+    """Build the application; the replica loads in a background task once the app starts.
+    ``now_ms`` is the clock of login expiry, the rate limit and the failed-login throttle."""
     if replica is None:
         replica = Replica.from_settings(settings)
     metrics = metrics if metrics is not None else Metrics()
@@ -220,8 +228,9 @@ def create_app(
     app[REPLICA] = replica
     app[METRICS] = metrics
     front = FrontDoor(settings, metrics)
-    rooms = RoomsHandler(settings, replica, metrics)
-    front.add_get(app, ROUTE, Guard(settings).wrap(rooms.handle))
+    rooms = RoomsHandler(settings, replica, metrics, now_ms)
+    guard = app[GUARD] = Guard(settings, now_ms)
+    front.add_get(app, ROUTE, guard.wrap(rooms.handle))
     front.add_get(app, "/livez", livez)
     front.add_get(app, "/healthz", livez)
     front.add_get(app, "/readyz", readyz)

@@ -11,20 +11,24 @@ an increment and a decrement, a dict-emptiness test and one more coroutine: abou
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
+import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from service.core.errors import TooManyRequests, Unauthorized
-from service.settings import Settings
+from service.settings import Network, Settings
 from service.web.responses import status_error
 
-__all__ = ["HTTP_LOG", "Guard", "LoginThrottle"]
+__all__ = ["HTTP_LOG", "ClientAddress", "Guard", "LoginThrottle", "epoch_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -36,90 +40,222 @@ SHED_MESSAGE = "Server busy: too many requests in progress, retry shortly"
 BODY_TIMEOUT_MESSAGE = "Request body not received in time"
 
 
-class LoginThrottle:
-    """At most ``failures`` failed logins per client address in a fixed window of ``window_s``.
+def epoch_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
-    ``retry_after`` and ``failed`` are O(1); memory is bounded by ``max_addresses`` (ended
-    windows are swept when it is reached, then the oldest addresses are forgotten).
+
+class LoginThrottle:
+    """Failed logins counted in fixed windows of ``window_ms``, per pair (client address,
+    ``X-User-Id`` as sent) and per client address.
+
+    A pair with ``failures`` failures in its window is refused (``retry_after``) until the window
+    ends, whatever token it brings; other user ids from the same address are not. An address
+    with more than ``address_failures`` failures in its window has its further failing requests
+    refused (``failed`` returns the wait) while valid logins from it still pass.
+
+    Every operation is O(1) amortized. Memory is bounded: at most ``max_pairs`` pairs and
+    ``max_addresses`` addresses (when a table is full, ended windows are dropped, then the oldest
+    entries until it is half full), a user id longer than ``MAX_KEY`` is kept as a 16-byte digest,
+    and an address over its cap adds no new pairs (so one address fills at most ``address_failures``
+    pairs a window). At the defaults that is about 25 MB at most, measured under a spray of
+    random user ids from many addresses (``tests/web/test_throttle.py``).
     """
 
-    def __init__(self, failures: int, window_s: float, max_addresses: int = 100_000) -> None:
+    #: user ids longer than this are keyed by a digest (a real one is 17 characters)
+    MAX_KEY = 64
+
+    def __init__(
+        self,
+        failures: int,
+        window_ms: int,
+        address_failures: int = 1000,
+        max_pairs: int = 50_000,
+        max_addresses: int = 20_000,
+    ) -> None:
         self.failures = failures
-        self.window_s = window_s
+        self.window_ms = window_ms
+        self.address_failures = address_failures
+        self.max_pairs = max_pairs
         self.max_addresses = max_addresses
-        self._windows: dict[str, list[float]] = {}  # address -> [window start, failures]
+        #: (address, user id key) -> [window start ms, failures]; read by the guard for emptiness
+        self.pairs: dict[tuple[str, str | bytes], list[int]] = {}
+        self.addresses: dict[str, list[int]] = {}  # address -> [window start ms, failures]
+        self._all_ended_at = 0  # every window has ended by then: the tables can be emptied
 
     def __bool__(self) -> bool:
-        """True while some address has a window open (the request path skips it otherwise)."""
-        return bool(self._windows)
+        """True while some pair has a window open (the request path skips it otherwise)."""
+        return bool(self.pairs)
 
-    def retry_after(self, address: str, now: float) -> float:
-        """Seconds until ``address`` may try again; 0 when it may try now."""
-        window = self._windows.get(address)
+    def retry_after(self, address: str, user_id: str, now_ms: int) -> int:
+        """Milliseconds until the pair (``address``, ``user_id``) may try again; 0 when now."""
+        if now_ms >= self._all_ended_at:
+            self.pairs.clear()  # in place: the guard holds this very dict
+            self.addresses.clear()
+            return 0
+        key = (address, _user_key(user_id))
+        window = self.pairs.get(key)
         if window is None:
-            return 0.0
-        end = window[0] + self.window_s
-        if now >= end:
-            del self._windows[address]
-            return 0.0
-        return end - now if window[1] >= self.failures else 0.0
+            return 0
+        end = window[0] + self.window_ms
+        if now_ms >= end:
+            del self.pairs[key]
+            return 0
+        return end - now_ms if window[1] >= self.failures else 0
 
-    def failed(self, address: str, now: float) -> None:
-        """Count one failed login from ``address``."""
-        window = self._windows.get(address)
-        if window is None or now >= window[0] + self.window_s:
-            if window is None and len(self._windows) >= self.max_addresses:
-                self._make_room(now)
-            window = self._windows[address] = [now, 0.0]
-        window[1] += 1
-        if window[1] == self.failures:
+    def failed(self, address: str, user_id: str, now_ms: int) -> int:
+        """Count one failed login of (``address``, ``user_id``); return the milliseconds the
+        address must wait when it is over its own cap (its failing requests get 429), else 0."""
+        window_ms = self.window_ms
+        self._all_ended_at = now_ms + window_ms
+        addresses = self.addresses
+        at = addresses.get(address)
+        if at is None or now_ms >= at[0] + window_ms:
+            if at is None and len(addresses) >= self.max_addresses:
+                _make_room(addresses, self.max_addresses, window_ms, now_ms)
+            at = addresses[address] = [now_ms, 0]
+        at[1] += 1
+        capped = at[1] > self.address_failures
+        if at[1] == self.address_failures + 1:
+            log.warning(
+                "failed logins capped for a client address",
+                extra={"client": address, "failures": self.address_failures},
+            )
+        pairs = self.pairs
+        key = (address, _user_key(user_id))
+        pair = pairs.get(key)
+        if pair is None or now_ms >= pair[0] + window_ms:
+            if pair is None:
+                if capped:  # its failures are refused anyway: no new pair for it to fill memory
+                    return at[0] + window_ms - now_ms
+                if len(pairs) >= self.max_pairs:
+                    _make_room(pairs, self.max_pairs, window_ms, now_ms)
+            pair = pairs[key] = [now_ms, 0]
+        pair[1] += 1
+        if pair[1] == self.failures:
             log.warning(
                 "failed logins throttled",
-                extra={"client": address, "failures": self.failures, "window_s": self.window_s},
+                extra={
+                    "client": address,
+                    "user": user_id[:40],
+                    "failures": self.failures,
+                    "window_ms": window_ms,
+                },
             )
+        return at[0] + window_ms - now_ms if capped else 0
 
-    def _make_room(self, now: float) -> None:
-        # In place: the guard holds this very dict to test it for emptiness cheaply.
-        windows = self._windows
-        for address in [a for a, w in windows.items() if now >= w[0] + self.window_s]:
-            del windows[address]
-        excess = len(windows) - self.max_addresses // 2
-        if excess > 0:  # still full of live windows: forget the oldest (insertion order)
-            for address in list(windows)[:excess]:
-                del windows[address]
+
+def _user_key(user_id: str) -> str | bytes:
+    if len(user_id) <= LoginThrottle.MAX_KEY:
+        return user_id
+    return hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _make_room(windows: dict[Any, list[int]], bound: int, window_ms: int, now_ms: int) -> None:
+    """Drop ended windows, then the oldest ones (insertion order) down to half of ``bound``;
+    in place, since the guard holds the dict. O(entries), once per ``bound / 2`` insertions."""
+    for key in [k for k, w in windows.items() if now_ms >= w[0] + window_ms]:
+        del windows[key]
+    excess = len(windows) - bound // 2
+    if excess > 0:
+        for key in list(itertools.islice(windows, excess)):
+            del windows[key]
+
+
+class ClientAddress:
+    """The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most
+    ``X-Forwarded-For`` address outside the trusted networks.
+
+    When every forwarded address is trusted, the left-most one is the client; a forwarded entry
+    that is not an address ends the walk at the last trusted hop (so a client cannot put an
+    arbitrary string in a throttle key, and memory per key stays bounded).
+    """
+
+    def __init__(self, trusted: Sequence[Network]) -> None:
+        self.trusted = tuple(trusted)
+
+    def __call__(self, request: web.Request) -> str:
+        peer = request.remote or ""
+        if not self.trusted:
+            return peer
+        address = _parse_address(peer)
+        if address is None or not self._is_trusted(address):
+            return peer
+        client = str(address)
+        hops = [
+            hop
+            for header in request.headers.getall(hdrs.X_FORWARDED_FOR, ())
+            for hop in header.split(",")
+        ]
+        for hop in reversed(hops):
+            address = _parse_address(hop)
+            if address is None:
+                break
+            client = str(address)
+            if not self._is_trusted(address):
+                break
+        return client
+
+    def _is_trusted(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.trusted)
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _parse_address(text: str) -> IPAddress | None:
+    """An address as proxies write it (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``), with
+    IPv4-mapped IPv6 addresses as plain IPv4; None when it is none of these."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class Guard:
-    """Wraps a handler with the limits of ``settings`` (see ``wrap``)."""
+    """Wraps a handler with the limits of ``settings`` (see ``wrap``); ``now_ms`` is the clock
+    of the failed-login windows (epoch milliseconds; tests move it by hand)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, now_ms: Callable[[], int] = epoch_ms) -> None:
         self.max_in_flight = settings.max_in_flight or math.inf
         self.body_timeout = settings.body_timeout
         failures = settings.login_failures
         self.throttle = (
-            LoginThrottle(failures.requests, failures.window_ms / 1000)
-            if failures is not None
-            else None
+            LoginThrottle(failures.requests, failures.window_ms) if failures is not None else None
         )
+        self.client_address = ClientAddress(settings.trusted_proxies)
+        self.now_ms = now_ms
         self.in_flight = 0
 
     def wrap(self, handler: Handler) -> Handler:
         """``handler`` behind the in-flight limit (503 + Retry-After), the failed-login throttle
-        (Rocket.Chat's 429 before authentication is even tried) and, for requests that carry a
-        body, a deadline on the whole handler (408), which is the time to read the body since
-        the handler does nothing else that waits."""
+        (Rocket.Chat's 429 before authentication is even tried for a throttled pair, and
+        instead of the 401 for an address over its cap) and, for requests that carry a body, a
+        deadline on the whole handler (408), which is the time to read the body since the
+        handler does nothing else that waits."""
         throttle = self.throttle
         # Read on every request: the dict itself (never rebound), not a method call.
-        recent_failures = throttle._windows if throttle is not None else {}
+        recent_failures = throttle.pairs if throttle is not None else {}
+        client_address = self.client_address
+        now_ms = self.now_ms
         body_timeout = self.body_timeout
         limit = self.max_in_flight
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             if self.in_flight >= limit:
                 return status_error(503, SHED_MESSAGE, {"Retry-After": SHED_RETRY_AFTER})
-            if recent_failures:  # some address failed recently: only then look the client up
+            if recent_failures:  # some pair failed recently: only then look this one up
                 assert throttle is not None
-                wait = throttle.retry_after(request.remote or "", time.monotonic())
+                user_id = request.headers.get("X-User-Id") or ""
+                wait = throttle.retry_after(client_address(request), user_id, now_ms())
                 if wait:
                     return _too_many(wait)
             self.in_flight += 1
@@ -130,7 +266,10 @@ class Guard:
             except Unauthorized as exc:
                 # A request without credentials cannot guess a token: only attempts count.
                 if throttle is not None and exc.reason != "missing_headers":
-                    throttle.failed(request.remote or "", time.monotonic())
+                    user_id = request.headers.get("X-User-Id") or ""
+                    wait = throttle.failed(client_address(request), user_id, now_ms())
+                    if wait:
+                        return _too_many(wait)
                 raise
             finally:
                 self.in_flight -= 1
@@ -150,8 +289,8 @@ async def _with_deadline(
         return response
 
 
-def _too_many(wait: float) -> web.Response:
-    seconds = max(1, math.ceil(wait))
+def _too_many(wait_ms: int) -> web.Response:
+    seconds = max(1, -(-wait_ms // 1000))
     return web.Response(
         body=orjson.dumps(TooManyRequests(seconds).body()),
         status=429,

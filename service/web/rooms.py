@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -60,8 +60,15 @@ class RoomsHandler:
     position agree on it, and a revalidation never builds or touches the body.
     """
 
-    def __init__(self, settings: Settings, replica: Replica, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        replica: Replica,
+        metrics: Metrics,
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         self.replica = replica
+        self.now_ms = now_ms  # epoch milliseconds: login expiry and rate-limit windows
         self.metrics = metrics
         self.limits = QueryLimits(
             default_count=settings.default_count,
@@ -84,7 +91,7 @@ class RoomsHandler:
             detail = replica.error or "loading the snapshot and catching up with the feed"
             return status_error(503, f"Service not ready: {detail}", {"Retry-After": "5"})
         headers = request.headers
-        now_ms = int(time.time() * 1000)
+        now_ms = self.now_ms()
         try:
             login = replica.users.login(
                 headers.get("X-User-Id"), headers.get("X-Auth-Token"), now_ms

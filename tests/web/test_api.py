@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN, AGENT, MANAGER, PLAIN, headers
+from tests.web.support import eventually
 
 Client = TestClient[Any, Any]
 ROOMS = "/api/v1/voip/rooms"
@@ -293,14 +294,23 @@ async def test_not_ready_is_503(
     make_client: Callable[..., Awaitable[Client]], tmp_path: Path
 ) -> None:
     client = await make_client(ready=False, snapshot=tmp_path / "missing")
-    resp = await client.get(ROOMS, headers=headers(MANAGER))
-    assert resp.status == 503
-    assert resp.headers["Retry-After"]
-    assert (await resp.json())["success"] is False
-    ready = await client.get("/readyz?verbose")
-    assert ready.status == 503
-    checks = (await ready.json())["checks"]
-    assert any("missing" in c["detail"] for c in checks)
+
+    async def not_ready() -> None:
+        resp = await client.get(ROOMS, headers=headers(MANAGER))
+        assert resp.status == 503
+        assert resp.headers["Retry-After"]
+        assert (await resp.json())["success"] is False
+
+    await not_ready()  # while loading (or already failed)
+
+    async def load_failed() -> bool:
+        ready = await client.get("/readyz?verbose")
+        assert ready.status == 503
+        checks = (await ready.json())["checks"]
+        return any("missing" in c["detail"] for c in checks)
+
+    await eventually(load_failed, what="the failed load showing in /readyz?verbose")
+    await not_ready()  # and after the load failed
 
 
 async def test_probes(client: Client) -> None:

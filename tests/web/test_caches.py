@@ -3,47 +3,21 @@ are dropped when the data changes or a token expires, and change no answer."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
 from service.settings import RateLimit
 from tests.conftest import ADMIN, DAY_MS, MANAGER, headers, standard_rooms, standard_users
 from tests.factories import make_room, make_user, write_snapshot
+from tests.web.support import Clock, Feed, eventually
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
 ROOMS = "/api/v1/voip/rooms"
-
-
-class Feed:
-    """A file feed the server follows: events appended here are applied within a poll."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.write_bytes(b"")
-
-    @property
-    def url(self) -> str:
-        return self.path.as_uri()
-
-    def append(self, subject: str, payload: dict[str, Any]) -> None:
-        with self.path.open("ab") as out:
-            out.write(orjson.dumps({"subject": subject, "payload": payload}) + b"\n")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the feed event was not applied in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -71,7 +45,7 @@ async def test_answer_and_etag_change_when_the_rooms_do(live: tuple[Client, Feed
         resp = await client.get(url, headers=headers(MANAGER))
         return bool((await resp.json())["total"] == total + 1)
 
-    await eventually(grown)
+    await eventually(grown, what="the inserted room")
     stale = await client.get(url, headers={**headers(MANAGER), "If-None-Match": etag})
     assert stale.status == 200
     assert stale.headers["ETag"] != etag
@@ -92,23 +66,26 @@ async def test_logins_follow_user_and_permission_changes(live: tuple[Client, Fee
     async def forbidden() -> bool:
         return (await client.get(ROOMS, headers=headers(MANAGER))).status == 403
 
-    await eventually(forbidden)
+    await eventually(forbidden, what="the permission change")
     assert (await client.get(ROOMS, headers=headers(ADMIN))).status == 200
     feed.append("watch.users", {"clientAction": "removed", "id": ADMIN[0]})
 
     async def unknown() -> bool:
         return (await client.get(ROOMS, headers=headers(ADMIN))).status == 401
 
-    await eventually(unknown)
+    await eventually(unknown, what="the user removal")
 
 
 async def test_a_remembered_login_expires_on_time(make_client: MakeClient, tmp_path: Path) -> None:
-    issued = int(time.time() * 1000) - DAY_MS + 1500  # valid for another 1.5 s
+    clock = Clock()
+    issued = clock() - DAY_MS + 1500  # valid for another 1.5 s of the server's clock
     users = [make_user("u", ["admin"], {"tok": issued})]
     snapshot = write_snapshot(tmp_path / "snap", standard_rooms(), users)
-    client = await make_client(snapshot=snapshot, login_expiration_days=1)
+    client = await make_client(snapshot=snapshot, login_expiration_days=1, now_ms=clock)
     assert (await client.get(ROOMS, headers=headers(("u", "tok")))).status == 200
-    await asyncio.sleep(max(0.0, (issued + DAY_MS) / 1000 - time.time()) + 0.05)
+    clock.advance(1499)
+    assert (await client.get(ROOMS, headers=headers(("u", "tok")))).status == 200  # remembered
+    clock.advance(1)
     assert (await client.get(ROOMS, headers=headers(("u", "tok")))).status == 401
 
 

@@ -3,9 +3,7 @@ the bypass permission."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from service.settings import RateLimit
 from tests.conftest import ADMIN, AGENT, MANAGER, headers
+from tests.web.support import Clock
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -32,8 +31,9 @@ async def test_off_by_default(client: Client) -> None:
 
 
 async def test_window_headers_and_429(make_client: MakeClient, snapshot_dir: Path) -> None:
-    client = await make_client(snapshot=snapshot_dir, rate_limit=RateLimit(3, 60_000))
-    before = int(time.time() * 1000)
+    clock = Clock()
+    client = await make_client(snapshot=snapshot_dir, rate_limit=RateLimit(3, 60_000), now_ms=clock)
+    started = clock()
     resets = set()
     for remaining in (2, 1, 0):
         resp = await client.get(ROOMS, headers=headers(MANAGER))
@@ -41,8 +41,8 @@ async def test_window_headers_and_429(make_client: MakeClient, snapshot_dir: Pat
         assert resp.headers["X-RateLimit-Limit"] == "3"
         assert resp.headers["X-RateLimit-Remaining"] == str(remaining)
         resets.add(int(resp.headers["X-RateLimit-Reset"]))
-    (reset,) = resets  # one fixed window
-    assert before + 59_000 <= reset <= int(time.time() * 1000) + 60_000  # epoch milliseconds
+        clock.advance(1000)
+    assert resets == {started + 60_000}  # one fixed window, its end in epoch milliseconds
     resp = await client.get(ROOMS, headers=headers(MANAGER))
     assert resp.status == 429
     assert resp.headers["X-RateLimit-Remaining"] == "0"
@@ -51,7 +51,7 @@ async def test_window_headers_and_429(make_client: MakeClient, snapshot_dir: Pat
     assert body["success"] is False
     match = MESSAGE.match(body["error"])
     assert match is not None
-    assert 59 <= int(match.group(1)) <= 60
+    assert int(match.group(1)) == 57  # 3 s of the window are gone
     # per user: another user has a window of their own
     other = await client.get(ROOMS + "?agents=agent-1", headers=headers(AGENT))
     assert other.status == 200
@@ -68,10 +68,12 @@ async def test_rate_limit_comes_after_auth_and_before_parameters(
 
 
 async def test_window_resets(make_client: MakeClient, snapshot_dir: Path) -> None:
-    client = await make_client(snapshot=snapshot_dir, rate_limit=RateLimit(1, 300))
+    clock = Clock()
+    client = await make_client(snapshot=snapshot_dir, rate_limit=RateLimit(1, 300), now_ms=clock)
     assert (await client.get(ROOMS, headers=headers(MANAGER))).status == 200
+    clock.advance(299)
     assert (await client.get(ROOMS, headers=headers(MANAGER))).status == 429
-    await asyncio.sleep(0.35)
+    clock.advance(1)
     assert (await client.get(ROOMS, headers=headers(MANAGER))).status == 200
 
 

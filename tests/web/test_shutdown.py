@@ -36,7 +36,9 @@ async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
     snapshot = write_snapshot(tmp_path / "snap", standard_rooms(), standard_users())
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    drain, timeout = 1.0, 5.0
+    # A drain and a timeout far longer than each step needs: a slow machine makes the test
+    # slower, never wrong.
+    drain, timeout = 3.0, 20.0
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any traffic
         [
             sys.executable,
@@ -84,30 +86,30 @@ async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
                     except aiohttp.ClientError:
                         failed += 1
 
+        async def answered(more_than: int) -> None:
+            deadline = time.monotonic() + 30
+            while ok <= more_than:
+                assert time.monotonic() < deadline, "the API stopped answering"
+                await asyncio.sleep(0.01)
+
         workers = [asyncio.create_task(traffic()) for _ in range(4)]
-        await asyncio.sleep(0.3)
-        before = ok
+        await answered(0)  # traffic flows
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        flipped = None
         async with aiohttp.ClientSession() as session:
-            while time.monotonic() - sent < drain:
+            while True:  # readiness flips first (any failure here fails the test)
                 async with session.get(base + "/readyz") as resp:
                     if resp.status == 503:
-                        flipped = time.monotonic() - sent
                         break
                 await asyncio.sleep(0.01)
-        assert flipped is not None, "readiness did not flip to 503 during the drain"
-        assert flipped < 0.5, "readiness did not flip to 503 at once"
-        await asyncio.sleep(drain / 2)
-        during = ok
-        assert during > before, "the API stopped answering during the drain"
-        code = await asyncio.to_thread(proc.wait, drain + timeout + 5)
+        flipped = ok
+        await answered(flipped)  # not ready, and the API still answers: the drain
+        code = await asyncio.to_thread(proc.wait, drain + timeout + 30)
         exited = time.monotonic() - sent
         stopped.set()
         await asyncio.gather(*workers)
         assert code == 0
-        assert exited < drain + timeout
+        assert exited < drain + timeout  # a clean exit, well before the shutdown timeout ends
         assert failed == 0, f"{failed} requests failed"
     finally:
         if proc.poll() is None:
