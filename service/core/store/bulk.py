@@ -1,10 +1,12 @@
 """The bulk build: rooms -> a whole RoomStore at once, every index built in numpy.
 
-Rooms are first reduced to plain per-field values (:func:`extract`, one pass, no index work),
-then ordered by (``ts``, ``_id``) so that slots follow creation time, then each part is built
-at once: codes per field (direct ones computed, dictionary ones ranked among the field's
-distinct values and spread evenly over their band), each order by one ``lexsort``, equality
-postings grouped in numpy, date buckets, n-grams, and the arena as one join.
+:func:`extract` reduces each room, in one pass, to what the indexes need and nothing more: its
+bytes appended to one arena, direct order codes into typed arrays, the few dictionary-coded
+values (strings and the like) by row, and equality postings as row lists. No per-room object
+outlives the pass but the id. :func:`build` then orders the rows by (``ts``, ``_id``), so that
+slots follow creation time and date ranges are runs of slots, and builds each part at once:
+dictionary codes ranked among each field's distinct values and spread over their band, each
+order by one ``lexsort``, postings and date buckets grouped in numpy, n-grams of the names.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import orjson
 from pyroaring import BitMap
 
 from service.core.query import SORTABLE_FIELDS
-from service.core.store.columns import Columns, DatePaths, date_paths
-from service.core.store.keys import band, direct_code, rank_key, value_at
+from service.core.store.columns import DatePaths, date_paths
+from service.core.store.keys import band, direct_code, rank_key
+from service.core.store.orders import to_bitmap
 from service.core.store.postings import DATE_FIELDS, EQ_FIELDS, eq_keys
 
 if TYPE_CHECKING:
@@ -27,79 +30,107 @@ if TYPE_CHECKING:
 
 __all__ = ["Extracted", "build", "extract"]
 
-_SORT_PARTS = tuple(tuple(f.split(".")) for f in SORTABLE_FIELDS)
-_EQ_PARTS = tuple(tuple(f.split(".")) for f in EQ_FIELDS)
+Rows = np.ndarray[Any, np.dtype[np.int64]]
+
+
+def _getter(path: str) -> tuple[str, str | None]:
+    parts = path.split(".")
+    assert len(parts) <= 2, "paths have one or two parts"
+    return parts[0], parts[1] if len(parts) > 1 else None
+
+
+_SORT_GET = tuple(_getter(f) for f in SORTABLE_FIELDS)
+_EQ_GET = tuple(_getter(f) for f in EQ_FIELDS)
 
 
 class Extracted:
-    """Per-room plain values of a run of rooms, in input order (later duplicates win)."""
+    """What the indexes need of a run of rooms, by row (input order; later duplicates win)."""
 
-    __slots__ = ("dates", "docs", "eqs", "ids", "opened", "values")
+    __slots__ = ("arena", "codes", "dates", "dvals", "eq", "ids", "names", "opened", "sizes")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.docs: list[bytes] = []
+        self.arena = bytearray()
+        self.sizes = array("I")
         self.dates: list[DatePaths] = []
-        self.opened: list[bool] = []
-        self.values: list[list[Any]] = [[] for _ in SORTABLE_FIELDS]
-        self.eqs: list[list[Any]] = [[] for _ in EQ_FIELDS]
+        self.opened = array("I")  # rows with an ``open`` field
+        self.codes = [array("q") for _ in SORTABLE_FIELDS]  # direct codes (0: see dvals)
+        self.dvals: list[dict[int, Any]] = [{} for _ in SORTABLE_FIELDS]  # row -> value
+        self.eq: list[dict[str, array[int]]] = [{} for _ in EQ_FIELDS]  # value -> rows
+        self.names: dict[int, str] = {}  # row -> name, when a string (a date's text too)
 
 
 def extract(rooms: Iterable[dict[str, Any]]) -> Extracted:
-    """One pass over ``rooms``: ids, bytes, sort values and filter values. O(total size)."""
+    """One pass over ``rooms``. O(total size); Python work per room is field lookups only."""
     out = Extracted()
-    ids, docs, dates, opened = out.ids, out.docs, out.dates, out.opened
-    values, eqs = out.values, out.eqs
+    ids, arena, sizes, dates, opened = out.ids, out.arena, out.sizes, out.dates, out.opened
+    names = out.names
+    sort_specs = list(zip(_SORT_GET, out.codes, out.dvals, strict=True))
+    eq_specs = list(zip(_EQ_GET, out.eq, strict=True))
     dumps = orjson.dumps
-    for room in rooms:
+    direct = direct_code
+    for row, room in enumerate(rooms):
         rid = room["_id"]
         if type(rid) is not str:
             raise TypeError(f"room _id must be a string, got {rid!r}")
         ids.append(rid)
-        docs.append(dumps(room))
+        doc = dumps(room)
+        arena += doc
+        sizes.append(len(doc))
         dates.append(date_paths(room))
-        opened.append("open" in room)
-        for column, parts in zip(values, _SORT_PARTS, strict=True):
-            column.append(value_at(room, parts))
-        for column, parts in zip(eqs, _EQ_PARTS, strict=True):
-            column.append(value_at(room, parts))
+        if "open" in room:
+            opened.append(row)
+        get = room.get
+        name = get("name")
+        if isinstance(name, str):
+            names[row] = name
+        for (top, sub), codes, dvals in sort_specs:
+            v = get(top)
+            if sub is not None:
+                v = v.get(sub) if type(v) is dict else None
+            c = direct(v)
+            if c is None:
+                dvals[row] = v
+                codes.append(0)
+            else:
+                codes.append(c)
+        for (top, sub), index in eq_specs:
+            v = get(top)
+            if sub is not None:
+                v = v.get(sub) if type(v) is dict else None
+            if v is None:
+                continue
+            for key in eq_keys(v):
+                rows = index.get(key)
+                if rows is None:
+                    index[key] = array("I", (row,))
+                else:
+                    rows.append(row)
     return out
 
 
-def _dedupe(ex: Extracted) -> list[int]:
-    """Indexes of the rooms kept: the last of each ``_id``."""
-    last: dict[str, int] = {}
-    for i, rid in enumerate(ex.ids):
-        last[rid] = i
-    if len(last) == len(ex.ids):
-        return list(range(len(ex.ids)))
-    return sorted(last.values())
+def _rank_codes(dvals: dict[int, Any], codes: Rows) -> None:
+    """Dictionary codes for the rows in ``dvals``: distinct keys ranked, spread over bands."""
+    if not dvals:
+        return
+    by_key: dict[tuple[int, Any], list[int]] = {}
+    for row, v in dvals.items():
+        by_key.setdefault(rank_key(v), []).append(row)
+    by_band: dict[tuple[int, int], list[tuple[int, Any]]] = {}
+    for key in by_key:
+        by_band.setdefault(band(key), []).append(key)
+    for (lo, hi), keys in by_band.items():
+        keys.sort()
+        step = (hi - lo) // (len(keys) + 1)
+        for rank, key in enumerate(keys, 1):
+            codes[by_key[key]] = lo + rank * step
 
 
-def _codes(values: list[Any]) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[Any]]:
-    """The codes of a field's values, and the dictionary-coded values (None where direct)."""
-    n = len(values)
-    codes = np.empty(n, dtype=np.int64)
-    dict_values: list[Any] = [None] * n
-    pending: dict[tuple[int, Any], list[int]] = {}
-    for i, v in enumerate(values):
-        c = direct_code(v)
-        if c is None:
-            dict_values[i] = v
-            pending.setdefault(rank_key(v), []).append(i)
-            codes[i] = 0
-        else:
-            codes[i] = c
-    if pending:
-        by_band: dict[tuple[int, int], list[tuple[int, Any]]] = {}
-        for key in pending:
-            by_band.setdefault(band(key), []).append(key)
-        for (lo, hi), keys in by_band.items():
-            keys.sort()
-            step = (hi - lo) // (len(keys) + 1)
-            for rank, key in enumerate(keys, 1):
-                codes[pending[key]] = lo + rank * step
-    return codes, dict_values
+def _id_codes(ids: list[str]) -> Rows:
+    """Codes of distinct strings ``ids`` (as dictionary codes of the _id order)."""
+    codes = np.zeros(len(ids), dtype=np.int64)
+    _rank_codes(dict(enumerate(ids)), codes)
+    return codes
 
 
 def build(
@@ -109,64 +140,79 @@ def build(
     from service.core.store import RoomStore
 
     ex = extract(rooms)
-    keep = _dedupe(ex)
     store = RoomStore(block, gather, fold_at)
+    rows_n = len(ex.ids)
+    last: dict[str, int] = {rid: row for row, rid in enumerate(ex.ids)}
+    keep = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+    keep.sort()
     n = len(keep)
     if n == 0:
         return store
-    ids = [ex.ids[i] for i in keep]
-    id_codes, _ = _codes(ids)
+    ids = [ex.ids[r] for r in keep.tolist()]
+    del last
+    id_codes = _id_codes(ids)
     ts_at = SORTABLE_FIELDS.index("ts")
-    ts_codes, _ = _codes([ex.values[ts_at][i] for i in keep])
-    # Slot i holds the i-th room in (ts, _id) order.
-    perm = np.lexsort((id_codes, ts_codes))
-    order_of = [keep[i] for i in perm.tolist()]
+    row_codes = [np.frombuffer(c, dtype=np.int64).copy() for c in ex.codes]
+    for codes, dvals in zip(row_codes, ex.dvals, strict=True):
+        _rank_codes(dvals, codes)
+    perm = np.lexsort((id_codes, row_codes[ts_at][keep]))  # slot -> index into keep
+    rows = keep[perm]  # slot -> row
+    slot_of_row = np.full(rows_n, -1, dtype=np.int64)
+    slot_of_row[rows] = np.arange(n, dtype=np.int64)
     store._grow(n - 1)
-    columns: Columns = store.columns
-    for i in order_of:
-        columns.new_slot(ex.ids[i])
-    columns.dates[:] = [ex.dates[i] for i in order_of]
-    docs = [ex.docs[i] for i in order_of]
-    sizes = np.fromiter(map(len, docs), dtype=np.uint32, count=n)
-    columns.load(bytearray(b"".join(docs)), sizes)
-    del docs
-    columns.grow(store.orders["_id"].code.shape[0])
+    columns = store.columns
+    for i in perm.tolist():
+        columns.new_slot(ids[i])
+    columns.dates[:] = [ex.dates[r] for r in rows.tolist()]
+    sizes = np.frombuffer(ex.sizes, dtype=np.uint32)
+    starts = np.zeros(rows_n, dtype=np.int64)
+    if rows_n > 1:
+        np.cumsum(sizes[:-1], out=starts[1:])
+    columns.load(ex.arena, starts[rows], sizes[rows])
     store.live = BitMap(range(n))
-    slot_ids = np.asarray(id_codes)[perm]
-    _order(store, "_id", slot_ids, [ids[i] for i in perm.tolist()])
-    for f_at, field in enumerate(SORTABLE_FIELDS):
-        codes, dvals = _codes([ex.values[f_at][i] for i in order_of])
-        _order(store, field, codes, dvals)
+    _order(store, "_id", id_codes[perm], {s: ids[i] for s, i in enumerate(perm.tolist())})
+    for field, codes, dvals in zip(SORTABLE_FIELDS, row_codes, ex.dvals, strict=True):
+        slot_vals = {}
+        for row, v in dvals.items():
+            slot = int(slot_of_row[row])
+            if slot >= 0:
+                slot_vals[slot] = v
+        _order(store, field, codes[rows], slot_vals)
         if field in DATE_FIELDS:
             store.postings.build_dates(field, store.orders[field].code)
     post = store.postings
-    post.opened = BitMap(s for s, i in enumerate(order_of) if ex.opened[i])
+    post.opened = _slots_of(np.frombuffer(ex.opened, dtype=np.uint32), slot_of_row)
     post.closed = store.live - post.opened
-    for field, column in zip(EQ_FIELDS, ex.eqs, strict=True):
-        acc: dict[str, array[int]] = {}
-        for slot, i in enumerate(order_of):
-            for key in eq_keys(column[i]):
-                slots = acc.get(key)
-                if slots is None:
-                    acc[key] = array("I", (slot,))
-                else:
-                    slots.append(slot)
-        post.eq[field] = {k: BitMap(v) for k, v in acc.items()}
-    name_at = SORTABLE_FIELDS.index("name")
-    store.names.build([ex.values[name_at][i] for i in order_of], list(range(n)))
+    for field, index in zip(EQ_FIELDS, ex.eq, strict=True):
+        found = {}
+        for key, rows_of in index.items():
+            bm = _slots_of(np.frombuffer(rows_of, dtype=np.uint32), slot_of_row)
+            if bm:
+                found[key] = bm
+        post.eq[field] = found
+    named = [(int(slot_of_row[r]), v) for r, v in ex.names.items() if slot_of_row[r] >= 0]
+    store.names.build([v for _, v in named], [s for s, _ in named])
     return store
 
 
-def _order(store: RoomStore, field: str, codes: np.ndarray[Any, Any], dvals: list[Any]) -> None:
+def _slots_of(rows: np.ndarray[Any, Any], slot_of_row: Rows) -> BitMap:
+    slots = slot_of_row[rows]
+    return to_bitmap(slots[slots >= 0])
+
+
+def _order(store: RoomStore, field: str, codes: Rows, slot_vals: dict[int, Any]) -> None:
     order = store.orders[field]
     n = len(codes)
     order.code[:n] = codes
     vals = order.vals
     if isinstance(vals, list):
-        vals[:n] = dvals
+        for slot, v in slot_vals.items():
+            vals[slot] = v
     else:
         vals.clear()
-        vals.update((s, v) for s, v in enumerate(dvals) if v is not None)
-    ids = store.orders["_id"].code[:n]
-    main = np.lexsort((ids, codes)).astype(np.uint32) if field != "_id" else np.argsort(codes)
+        vals.update(slot_vals)
+    if field == "_id":
+        main = np.argsort(codes, kind="stable")
+    else:
+        main = np.lexsort((store.orders["_id"].code[:n], codes))
     order.build(np.ascontiguousarray(main, dtype=np.uint32))

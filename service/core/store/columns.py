@@ -30,7 +30,29 @@ def date_paths(room: dict[str, Any]) -> DatePaths:
     """The paths of every Date in a room, as one shared tuple per distinct shape: the stored
     bytes hold dates as strings, and these paths let checkpoints write them back as dates."""
     found: list[tuple[str | int, ...]] = []
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), room)]
+    for key, value in room.items():  # rooms are shallow: the first two levels inline
+        t = type(value)
+        if t is Date:
+            found.append((key,))
+        elif t is dict:
+            for sub, inner in value.items():
+                u = type(inner)
+                if u is Date:
+                    found.append((key, sub))
+                elif u is dict or u is list:
+                    _deep_dates((key, sub), inner, found)
+        elif t is list:
+            _deep_dates((key,), value, found)
+    if not found:
+        return _NO_DATES
+    paths = tuple(found)  # in document order: rooms of one shape share it
+    return _SHAPES.setdefault(paths, paths)
+
+
+def _deep_dates(
+    prefix: tuple[str | int, ...], node: Any, found: list[tuple[str | int, ...]]
+) -> None:
+    stack: list[tuple[tuple[str | int, ...], Any]] = [(prefix, node)]
     while stack:
         prefix, node = stack.pop()
         items = node.items() if type(node) is dict else enumerate(node)
@@ -40,10 +62,6 @@ def date_paths(room: dict[str, Any]) -> DatePaths:
                 found.append((*prefix, key))
             elif t is dict or t is list:
                 stack.append(((*prefix, key), value))
-    if not found:
-        return _NO_DATES
-    paths = tuple(sorted(found, key=repr))
-    return _SHAPES.setdefault(paths, paths)
 
 
 def restore_dates(doc: Any, paths: DatePaths) -> Any:
@@ -141,15 +159,16 @@ class Columns:
         self.start = new_start
         self.garbage = 0
 
-    def load(self, arena: bytearray, sizes: np.ndarray[Any, Any]) -> None:
-        """Take a bulk build's arena: slot i's bytes follow slot i - 1's. O(n)."""
-        n = len(sizes)
+    def load(
+        self, arena: bytearray, start: np.ndarray[Any, Any], size: np.ndarray[Any, Any]
+    ) -> None:
+        """Take a bulk build's arena and each slot's (start, size) in it. O(n)."""
+        self.grow(len(start))
+        n = len(start)
         self.arena = arena
-        self.size = np.ascontiguousarray(sizes, dtype=np.uint32)
-        self.start = np.zeros(n, dtype=np.int64)
-        if n:
-            np.cumsum(self.size[:-1], out=self.start[1:])
-        self.garbage = 0
+        self.start[:n] = start
+        self.size[:n] = size
+        self.garbage = len(arena) - int(size.sum(dtype=np.int64))
 
     def check(self) -> None:
         assert len(self.slot_of) == sum(1 for i in self.ids if i is not None), "ids: count"
