@@ -15,7 +15,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from yarl import URL
 
 from service.core.errors import ApiError
-from service.feed.replica import Replica
+from service.feed.replica import STALE_FEED_GAP, Replica
 from service.settings import Settings
 from service.web import openapi
 from service.web.guards import Guard
@@ -36,7 +36,11 @@ _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 _SLASHES = re.compile(r"/{2,}")
 _UNMATCHED = "unmatched"  # the route label of requests no route took
 CORS_HEADERS = "X-User-Id, X-Auth-Token, Content-Type, If-None-Match"
-CORS_EXPOSE = "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"
+CORS_EXPOSE = (
+    "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, "
+    "X-Replica-Stale"
+)
+STALE = "X-Replica-Stale"
 
 
 class FrontDoor:
@@ -59,9 +63,16 @@ class FrontDoor:
         self.catch_all: web.AbstractResource | None = None
         self._unmatched = self.wrap(_UNMATCHED, self._refuse)
 
-    def wrap(self, route: str, handler: Handler, method: str | None = None) -> Handler:
+    def wrap(
+        self,
+        route: str,
+        handler: Handler,
+        method: str | None = None,
+        replica: Replica | None = None,
+    ) -> Handler:
         """``handler`` as the front door serves it, counted under ``route`` (and ``method``,
-        when the route answers only that one; else the request's)."""
+        when the route answers only that one; else the request's). With ``replica``, its
+        answers (errors too) carry ``X-Replica-Stale`` while it serves across a feed gap."""
         metrics, record, access_sample = self.metrics, self.record, self.access_sample
         now = metrics.now
         metric = metrics.request(method, route) if method is not None else None
@@ -90,6 +101,8 @@ class FrontDoor:
             finally:
                 if record:
                     metrics.in_flight -= 1
+            if replica is not None and replica.feed_gap and not response.prepared:
+                response.headers[STALE] = STALE_FEED_GAP
             if cors is not None:
                 cors(request, response)
             elapsed = now() - started
@@ -109,9 +122,16 @@ class FrontDoor:
 
         return front_door
 
-    def add_get(self, app: web.Application, path: str, handler: Handler) -> None:
-        """Route GET ``path`` to ``handler`` behind the front door (HEAD is not allowed)."""
-        app.router.add_get(path, self.wrap(path, handler, "GET"), allow_head=False)
+    def add_get(
+        self,
+        app: web.Application,
+        path: str,
+        handler: Handler,
+        replica: Replica | None = None,
+    ) -> None:
+        """Route GET ``path`` to ``handler`` behind the front door (HEAD is not allowed);
+        ``replica`` as for :meth:`wrap`."""
+        app.router.add_get(path, self.wrap(path, handler, "GET", replica), allow_head=False)
 
     def add_fallback(self, app: web.Application) -> None:
         """The catch-all route; after every other route, since the router tries routes in order."""
@@ -221,7 +241,7 @@ def create_app(
     app[METRICS] = metrics
     front = FrontDoor(settings, metrics)
     rooms = RoomsHandler(settings, replica, metrics)
-    front.add_get(app, ROUTE, Guard(settings).wrap(rooms.handle))
+    front.add_get(app, ROUTE, Guard(settings).wrap(rooms.handle), replica)
     front.add_get(app, "/livez", livez)
     front.add_get(app, "/healthz", livez)
     front.add_get(app, "/readyz", readyz)
