@@ -81,6 +81,8 @@ def _lines(path: Path, progress: LoadProgress | None = None) -> Iterator[bytes]:
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
             yield from lines
+        if progress is not None:
+            progress.bytes_read = base + raw.tell()
     if rest:
         yield rest
 
