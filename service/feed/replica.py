@@ -213,6 +213,8 @@ class Replica:
         progress = self.progress
         if progress is not None and not progress.ended:
             return f"; {progress.describe()}"
+        if self.snapshot is None:
+            return "; no snapshot directory to heal it from"
         waiting = (
             f"; waiting for a snapshot at position {max(0, gap.first - 1)} or later in "
             f"{self.snapshot}"
