@@ -139,7 +139,14 @@ class Spec:
 
 
 SETTINGS: tuple[Spec, ...] = (
-    Spec("snapshot", _path, "", "snapshot directory (mongoexport JSON lines)", "DIR"),
+    Spec(
+        "snapshot",
+        _path,
+        "",
+        "snapshot directory (mongoexport JSON lines); across a feed gap, checked every 10 s "
+        "for a newer snapshot that covers it",
+        "DIR",
+    ),
     Spec(
         "feed",
         _text,

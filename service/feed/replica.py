@@ -13,6 +13,7 @@ import gc
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,15 +27,19 @@ from service.feed.checkpoint import (
     manifest_position,
     write_checkpoint,
 )
+from service.feed.progress import LoadProgress, report_progress
 from service.feed.snapshot import LoadResult, SnapshotError, load_snapshot
-from service.feed.sources import CAUGHT_UP, FeedError, Message, Source, open_source
+from service.feed.sources import CAUGHT_UP, FeedError, FeedGap, Message, Source, open_source
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
-__all__ = ["Check", "Replica"]
+__all__ = ["STALE_FEED_GAP", "Check", "Replica"]
 
 log = logging.getLogger(__name__)
+
+#: the value of ``X-Replica-Stale`` while serving across a feed gap
+STALE_FEED_GAP = "feed-gap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,12 @@ class Replica:
     ``store`` and ``users`` are replaced as a whole once a snapshot has loaded completely, so a
     request sees either nothing (not ready) or a complete state. ``position`` is the last feed
     position applied (the snapshot's own position right after loading).
+
+    A feed gap found while serving keeps the replica ready on its last consistent state, with
+    ``feed_gap`` set, until a snapshot covering the gap appears in the snapshot directory
+    (looked for every ``gap_check_interval`` seconds): it is loaded in a worker thread while
+    the old state keeps answering, swapped in whole, and the feed followed from its position.
+    A gap found before the replica was ever ready keeps it not ready until then.
     """
 
     #: longest stretch of applying events without letting requests run
@@ -67,6 +78,9 @@ class Replica:
         checkpoint_interval: float = 300.0,
         checkpoint_events: int = 100_000,
         poll_interval: float = 0.2,
+        gap_check_interval: float = 10.0,
+        progress_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshot = snapshot
         self.login_expiration_days = login_expiration_days
@@ -75,14 +89,32 @@ class Replica:
         self.checkpoint_interval = checkpoint_interval
         self.checkpoint_events = checkpoint_events
         self.poll_interval = poll_interval
+        self.gap_check_interval = gap_check_interval
+        self.progress_interval = progress_interval
+        self.clock = clock
         self.store = RoomStore()
         self.users = Directory(login_expiration_days)
         self.position = 0
         self.loaded: LoadResult | None = None
         self.loaded_from: Path | None = None
         self.error: str | None = None
-        #: set when the feed can no longer be followed (a gap, a bad URL): not ready
+        #: set when the feed can no longer be followed (a gap before ready, a bad URL): not ready
         self.feed_error: str | None = None
+        #: True while serving across a feed gap (a plain attribute: read on every API answer)
+        self.feed_gap = False
+        #: the gap not yet healed (while serving, or before ready), for logs and checks
+        self.gap: FeedGap | None = None
+        #: checks of the snapshot directory for a snapshot covering a gap, and gaps healed
+        self.gap_checks = 0
+        self.gaps_healed = 0
+        #: the current (or last) load's progress
+        self.progress: LoadProgress | None = None
+        #: the snapshot manifest (inode, mtime, size) the state came from, and the last one
+        #: that failed to load: neither is loaded again to heal a gap
+        self._loaded_manifest: tuple[int, int, int] | None = None
+        self._failed_manifest: tuple[int, int, int] | None = None
+        #: why the last snapshot loaded to heal a gap was not used
+        self.reload_error: str | None = None
         self.caught_up = False
         self.stopping = False
         self.load_seconds = 0.0
@@ -137,6 +169,8 @@ class Replica:
 
     def checks(self) -> list[Check]:
         """Each readiness condition with a human-readable detail."""
+        progress = self.progress
+        loading = progress is not None and not progress.ended
         if self.loaded is not None:
             snap = Check(
                 "snapshot",
@@ -144,12 +178,21 @@ class Replica:
                 f"{self.loaded.rooms} rooms, {self.loaded.users} users at position "
                 f"{self.loaded.position} from {self.loaded_from} in {self.loaded.seconds:.2f}s",
             )
+        elif loading and progress is not None:
+            snap = Check("snapshot", False, progress.describe())
         else:
             snap = Check("snapshot", False, self.error or "loading")
         if self.feed_error is not None:
-            feed = Check("feed", False, self.feed_error)
+            feed = Check("feed", False, self.feed_error + self._healing())
         elif self.feed is None:
             feed = Check("feed", self.caught_up, "no feed configured")
+        elif self.feed_gap and self.gap is not None:
+            feed = Check(
+                "feed",
+                True,
+                f"serving stale data from position {self.position} across a feed gap: "
+                f"{self.gap}{self._healing()}",
+            )
         else:
             status = self.source.status if self.source is not None else "not started"
             state = "caught up" if self.caught_up else "catching up"
@@ -161,6 +204,24 @@ class Replica:
             )
         shutdown = Check("shutdown", not self.stopping, "stopping" if self.stopping else "running")
         return [snap, feed, shutdown]
+
+    def _healing(self) -> str:
+        """How a pending gap is being healed, for the feed check ('' without a gap)."""
+        gap = self.gap
+        if gap is None:
+            return ""
+        progress = self.progress
+        if progress is not None and not progress.ended:
+            return f"; {progress.describe()}"
+        if self.snapshot is None:
+            return "; no snapshot directory to heal it from"
+        waiting = (
+            f"; waiting for a snapshot at position {max(0, gap.first - 1)} or later in "
+            f"{self.snapshot}"
+        )
+        if self.reload_error is not None:
+            waiting += f" (the last one failed: {self.reload_error})"
+        return waiting
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -176,6 +237,61 @@ class Replica:
             order.append(self.snapshot)
         return order
 
+    async def _load_from(self, path: Path) -> tuple[RoomStore, Directory, LoadResult] | str:
+        """Load ``path`` into fresh objects in a worker thread, logging progress meanwhile.
+
+        On failure, the reason (logged already).
+        """
+        store = RoomStore()
+        users = Directory(self.login_expiration_days)
+        progress = self.progress = LoadProgress(path, self.clock)
+        log.info("snapshot loading", extra={"snapshot": str(path)})
+        reporter = asyncio.create_task(report_progress(progress, self.progress_interval))
+        try:
+            result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
+        except SnapshotError as exc:
+            log.error("snapshot load failed: %s", exc)
+            return str(exc)
+        except Exception as exc:  # a bug must not leave /readyz saying "loading" forever
+            log.exception("snapshot load failed")
+            return f"{path}: load failed: {type(exc).__name__}: {exc}"
+        finally:
+            progress.ended = True
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        return store, users, result
+
+    def _publish(
+        self,
+        path: Path,
+        loaded: tuple[RoomStore, Directory, LoadResult],
+        manifest: tuple[int, int, int] | None,
+    ) -> None:
+        """Serve a completely loaded state from now on (one synchronous swap).
+
+        ``manifest`` is the snapshot manifest's signature taken before the load began.
+        """
+        store, users, result = loaded
+        self.store, self.users = store, users
+        self.position = self.checkpoint_position = result.position
+        self.load_seconds = result.seconds
+        self.loaded_from = path
+        self.error = None
+        self.loaded = result
+        self._loaded_manifest = manifest if path == self.snapshot else None
+        log.info(
+            "snapshot loaded",
+            extra={
+                "snapshot": str(path),
+                "rooms": result.rooms,
+                "skipped_rooms": result.skipped_rooms,
+                "users": result.users,
+                "position": result.position,
+                "seconds": round(result.seconds, 3),
+            },
+        )
+
     async def load(self) -> None:
         """Load the best snapshot in a worker thread, then publish it; failures go to ``error``."""
         candidates = self._candidates()
@@ -183,40 +299,16 @@ class Replica:
             self.error = "no snapshot configured"
             return
         for path in candidates:
-            store = RoomStore()
-            users = Directory(self.login_expiration_days)
-            log.info("snapshot loading", extra={"snapshot": str(path)})
-            try:
-                result = await asyncio.to_thread(load_snapshot, path, store, users)
-            except SnapshotError as exc:
-                self.error = str(exc)
-                log.error("snapshot load failed: %s", exc)
+            manifest = _manifest_signature(path)
+            loaded = await self._load_from(path)
+            if isinstance(loaded, str):
+                self.error = loaded
                 continue
-            except Exception as exc:  # a bug must not leave /readyz saying "loading" forever
-                self.error = f"{path}: load failed: {type(exc).__name__}: {exc}"
-                log.exception("snapshot load failed")
-                continue
-            self.store, self.users = store, users
             # Millions of long-lived objects: keep them out of the cyclic collector's full passes,
             # which otherwise stall the event loop for about a second at 1M rooms.
             gc.collect()
             gc.freeze()
-            self.position = self.checkpoint_position = result.position
-            self.load_seconds = result.seconds
-            self.loaded_from = path
-            self.error = None
-            self.loaded = result
-            log.info(
-                "snapshot loaded",
-                extra={
-                    "snapshot": str(path),
-                    "rooms": result.rooms,
-                    "skipped_rooms": result.skipped_rooms,
-                    "users": result.users,
-                    "position": result.position,
-                    "seconds": round(result.seconds, 3),
-                },
-            )
+            self._publish(path, loaded, manifest)
             return
 
     # -- following ---------------------------------------------------------------------------
@@ -252,8 +344,14 @@ class Replica:
             self._checkpoint_due.set()
         return result
 
+    @property
+    def checkpoint_due(self) -> bool:
+        """True when enough events arrived since the last checkpoint to write the next one."""
+        return self._checkpoint_due.is_set()
+
     async def follow(self) -> None:
-        """Apply the feed from ``position`` on, forever; a gap or bad URL sets ``feed_error``."""
+        """Apply the feed from ``position`` on, forever; a bad URL sets ``feed_error``, a gap
+        waits for a covering snapshot (see the class docstring)."""
         if self.feed is None:
             self.caught_up = True
             return
@@ -267,6 +365,9 @@ class Replica:
         while True:
             try:
                 await self._consume(source)
+            except FeedGap as exc:
+                self._gap_found(exc)
+                await self._heal(exc)
             except FeedError as exc:
                 # The state can no longer be brought up to date: stop presenting it as current.
                 self.feed_error = self.error = str(exc)
@@ -277,6 +378,98 @@ class Replica:
                 # A bug rather than a feed problem: start the source over from where we are.
                 log.exception("feed source failed at position %d; restarting", self.position)
                 await asyncio.sleep(1.0)
+
+    def _gap_found(self, gap: FeedGap) -> None:
+        """Serving: stay ready, marked stale. Not ready yet: stay so, with the error shown."""
+        self.gap = gap
+        need = max(0, gap.first - 1)
+        if self.caught_up:
+            self.feed_gap = True
+            log.error(
+                "feed gap while serving: %s; still serving from position %d, marked stale, "
+                "until a snapshot at position %d or later appears in %s",
+                gap,
+                self.position,
+                need,
+                self.snapshot,
+                extra={"position": self.position, "needed_position": need},
+            )
+        else:
+            self.feed_error = self.error = str(gap)
+            log.error(
+                "feed stopped at position %d: %s",
+                self.position,
+                gap,
+                extra={"position": self.position, "needed_position": need},
+            )
+
+    def _covering_snapshot(self, gap: FeedGap) -> bool:
+        """Whether the snapshot directory now holds a snapshot that covers ``gap`` and that
+        would bring something new (not the state held, nor one that failed to load)."""
+        if self.snapshot is None:
+            return False
+        signature = _manifest_signature(self.snapshot)
+        if signature is None or signature == self._failed_manifest:
+            return False
+        position = manifest_position(self.snapshot)
+        if position < gap.first - 1:
+            return False
+        return position > self.position or signature != self._loaded_manifest
+
+    async def _heal(self, gap: FeedGap) -> None:
+        """Wait for a snapshot covering ``gap``, load it without blocking the event loop (the
+        current state keeps answering) and swap it in; then the caller follows on from it."""
+        while True:
+            self.gap_checks += 1
+            if self._covering_snapshot(gap) and await self._reload(gap):
+                return
+            await asyncio.sleep(self.gap_check_interval)
+
+    async def _reload(self, gap: FeedGap) -> bool:
+        """Load the snapshot directory and swap it in if it covers ``gap``; True when done."""
+        assert self.snapshot is not None
+        path = self.snapshot
+        signature = _manifest_signature(path)
+        log.info("loading a snapshot to heal the feed gap", extra={"snapshot": str(path)})
+        # The collector's full passes over the growing new state would stall requests: keep it
+        # off during the load, then freeze the new state as after the first load (without the
+        # full collection, which would stall them too).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            loaded = await self._load_from(path)
+            gc.freeze()
+        finally:
+            if was_enabled:
+                gc.enable()
+        if isinstance(loaded, str):
+            self.reload_error = loaded
+            self._failed_manifest = signature
+            return False
+        position = loaded[2].position
+        if position < gap.first - 1:
+            self.reload_error = (
+                f"{path}: position {position} does not cover the gap "
+                f"(needs {gap.first - 1} or later)"
+            )
+            log.error("snapshot load refused: %s", self.reload_error)
+            self._failed_manifest = signature
+            return False
+        self._publish(path, loaded, signature)
+        self.reload_error = None
+        self.gap = None
+        self.feed_gap = False
+        self.feed_error = None
+        self.gaps_healed += 1
+        self._since_checkpoint = 0
+        if self.checkpoint_dir is not None:
+            self._checkpoint_due.set()  # a restart should resume from the new state
+        log.info(
+            "feed gap healed: following the feed from position %d",
+            self.position,
+            extra={"position": self.position},
+        )
+        return True
 
     async def _consume(self, source: Source) -> None:
         slice_start = time.perf_counter()
@@ -363,3 +556,12 @@ class Replica:
             self.checkpoint_position = view.position
             self.last_checkpoint = path
             return path
+
+
+def _manifest_signature(snapshot: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime, size) of a snapshot's manifest.json: changes whenever it is rewritten."""
+    try:
+        stat = (snapshot / "manifest.json").stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size

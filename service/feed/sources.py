@@ -44,7 +44,15 @@ class FeedError(Exception):
 
 
 class FeedGap(FeedError):
-    """The feed no longer holds the position right after ours: serving on would hide changes."""
+    """The feed no longer holds the position right after ours: serving on would hide changes.
+
+    ``first`` is the first position the feed still holds: a snapshot at ``first - 1`` or later
+    covers the gap (the feed holds the position right after it).
+    """
+
+    def __init__(self, message: str, first: int) -> None:
+        super().__init__(message)
+        self.first = first
 
 
 class Message(NamedTuple):
@@ -151,6 +159,8 @@ class FileSource:
         self.current = False
         self.current_at: float | None = None
         self.status = "not started"
+        #: passes over the file (or its absence) that found nothing more to read
+        self.polls = 0
 
     async def messages(self, after: int) -> AsyncIterator[Item]:
         position = 0
@@ -169,6 +179,7 @@ class FileSource:
                             was_current = self._mark_current()
                             if first:
                                 yield CAUGHT_UP
+                        self.polls += 1
                         await asyncio.sleep(self.poll_interval)
                         continue
                     stream = open(self.path, "rb")  # noqa: SIM115, ASYNC230 - local file, held open
@@ -191,7 +202,9 @@ class FileSource:
                     yield _parse_line(position, raw)
                 size = os.fstat(stream.fileno()).st_size
                 if size < offset:
-                    raise FeedGap(f"{self.path} shrank to {size} bytes below read offset {offset}")
+                    raise FeedGap(
+                        f"{self.path} shrank to {size} bytes below read offset {offset}", first=1
+                    )
                 if position < after:
                     self.current = False
                     self.status = f"{self.path} holds {position} lines, waiting for {after}"
@@ -200,6 +213,7 @@ class FileSource:
                     was_current = self._mark_current()
                     if first:
                         yield CAUGHT_UP
+                self.polls += 1
                 await asyncio.sleep(self.poll_interval)
         finally:
             self.current = False
@@ -293,12 +307,14 @@ class NatsSource:
         if last < position:
             raise FeedGap(
                 f"stream {self.stream} ends at sequence {last}, before our position {position} "
-                "(was it recreated?); load a newer snapshot"
+                "(was it recreated?); load a newer snapshot",
+                first=first,
             )
         if last > position and first > position + 1:
             raise FeedGap(
                 f"stream {self.stream} starts at sequence {first}, but position {position + 1} "
-                "is needed (purged or aged out); load a newer snapshot"
+                "is needed (purged or aged out); load a newer snapshot",
+                first=first,
             )
         return last
 
@@ -358,7 +374,8 @@ class NatsSource:
                             continue  # redelivered after a reconnect: applied already
                         if seq != position + 1:
                             raise FeedGap(
-                                f"stream {self.stream} jumped from sequence {position} to {seq}"
+                                f"stream {self.stream} jumped from sequence {position} to {seq}",
+                                first=seq,
                             )
                         if was_current and meta.num_pending:
                             self.current = was_current = False

@@ -15,7 +15,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from yarl import URL
 
 from service.core.errors import ApiError
-from service.feed.replica import Replica
+from service.feed.replica import STALE_FEED_GAP, Replica
 from service.settings import Settings
 from service.web import openapi
 from service.web.guards import Guard, epoch_ms
@@ -37,7 +37,11 @@ _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 _SLASHES = re.compile(r"/{2,}")
 _UNMATCHED = "unmatched"  # the route label of requests no route took
 CORS_HEADERS = "X-User-Id, X-Auth-Token, Content-Type, If-None-Match"
-CORS_EXPOSE = "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"
+CORS_EXPOSE = (
+    "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, "
+    "X-Replica-Stale"
+)
+STALE = "X-Replica-Stale"
 
 
 class FrontDoor:
@@ -60,9 +64,16 @@ class FrontDoor:
         self.catch_all: web.AbstractResource | None = None
         self._unmatched = self.wrap(_UNMATCHED, self._refuse)
 
-    def wrap(self, route: str, handler: Handler, method: str | None = None) -> Handler:
+    def wrap(
+        self,
+        route: str,
+        handler: Handler,
+        method: str | None = None,
+        replica: Replica | None = None,
+    ) -> Handler:
         """``handler`` as the front door serves it, counted under ``route`` (and ``method``,
-        when the route answers only that one; else the request's)."""
+        when the route answers only that one; else the request's). With ``replica``, its
+        answers (errors too) carry ``X-Replica-Stale`` while it serves across a feed gap."""
         metrics, record, access_sample = self.metrics, self.record, self.access_sample
         now = metrics.now
         metric = metrics.request(method, route) if method is not None else None
@@ -91,6 +102,8 @@ class FrontDoor:
             finally:
                 if record:
                     metrics.in_flight -= 1
+            if replica is not None and replica.feed_gap and not response.prepared:
+                response.headers[STALE] = STALE_FEED_GAP
             if cors is not None:
                 cors(request, response)
             elapsed = now() - started
@@ -110,12 +123,19 @@ class FrontDoor:
 
         return front_door
 
-    def add_get(self, app: web.Application, path: str, handler: Handler) -> None:
+    def add_get(
+        self,
+        app: web.Application,
+        path: str,
+        handler: Handler,
+        replica: Replica | None = None,
+    ) -> None:
         """Route GET and HEAD ``path`` to ``handler`` behind the front door, each counted under
-        its own method (aiohttp sends a HEAD answer's status and headers, without the body)."""
+        its own method (aiohttp sends a HEAD answer's status and headers, without the body);
+        ``replica`` as for :meth:`wrap`."""
         resource = app.router.add_resource(path)
-        resource.add_route(hdrs.METH_GET, self.wrap(path, handler, hdrs.METH_GET))
-        resource.add_route(hdrs.METH_HEAD, self.wrap(path, handler, hdrs.METH_HEAD))
+        for method in (hdrs.METH_GET, hdrs.METH_HEAD):
+            resource.add_route(method, self.wrap(path, handler, method, replica))
 
     def add_fallback(self, app: web.Application) -> None:
         """The catch-all route; after every other route, since the router tries routes in order."""
@@ -230,7 +250,7 @@ def create_app(
     front = FrontDoor(settings, metrics)
     rooms = RoomsHandler(settings, replica, metrics, now_ms)
     guard = app[GUARD] = Guard(settings, now_ms)
-    front.add_get(app, ROUTE, guard.wrap(rooms.handle))
+    front.add_get(app, ROUTE, guard.wrap(rooms.handle), replica)
     front.add_get(app, "/livez", livez)
     front.add_get(app, "/healthz", livez)
     front.add_get(app, "/readyz", readyz)

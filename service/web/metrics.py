@@ -144,8 +144,19 @@ class _ReplicaCollector(Collector):
             "Seconds the snapshot (or checkpoint) took to load",
             value=replica.load_seconds,
         )
+        progress = replica.progress
+        yield GaugeMetricFamily(
+            "voip_rooms_snapshot_load_rooms",
+            "Rooms loaded so far by the current (or last) snapshot or checkpoint load",
+            value=progress.rooms if progress is not None else 0,
+        )
         yield GaugeMetricFamily(
             "voip_rooms_ready", "1 when the replica is ready to serve", value=int(replica.ready)
+        )
+        yield GaugeMetricFamily(
+            "voip_rooms_feed_gap",
+            "1 while serving across a feed gap (stale until a covering snapshot is loaded)",
+            value=int(replica.feed_gap),
         )
 
 

@@ -25,6 +25,8 @@ CONTRACT_METRICS: dict[str, str] = {
     "voip_rooms_snapshot_load_seconds": "gauge",
     "voip_rooms_auth_failures_total": "counter",
     "voip_rooms_ready": "gauge",
+    "voip_rooms_feed_gap": "gauge",
+    "voip_rooms_snapshot_load_rooms": "gauge",
     "process_virtual_memory_bytes": "gauge",
     "process_resident_memory_bytes": "gauge",
     "process_start_time_seconds": "gauge",

@@ -10,9 +10,14 @@ from typing import Any
 import nats
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient
 
 from service.feed.replica import Replica
+from service.feed.sources import NatsSource
 from service.feed.tools import ensure_stream, publish_file
+from service.settings import Settings
+from service.web.app import create_app
+from tests.conftest import MANAGER, AiohttpClient, headers, standard_users
 from tests.factories import make_room, write_snapshot
 from tests.feed.support import NatsServer, eventually, jsonl, room_event
 
@@ -56,6 +61,12 @@ async def running() -> AsyncIterator[list[tuple[Replica, asyncio.Task[None]]]]:
     for replica, task in started:
         await replica.stop()
         await task
+
+
+def nats_source(replica: Replica) -> NatsSource:
+    source = replica.source
+    assert isinstance(source, NatsSource)
+    return source
 
 
 def start(started: list[tuple[Replica, asyncio.Task[None]]], replica: Replica) -> Replica:
@@ -137,18 +148,23 @@ async def test_broker_restart_loses_and_doubles_nothing(
 
     # kill the broker in the middle of catching up
     await eventually(lambda: replica.position >= 500, what="catching up")
+    source = nats_source(replica)
+    reconnects = source.reconnects
     nats_server.stop(kill=True)
     at_kill = replica.position
     assert 0 < at_kill < total
-    await asyncio.sleep(0.3)
+    await eventually(lambda: source.reconnects > reconnects, what="the outage noticed")
     assert not replica.ready  # it had not caught up yet
     nats_server.start()  # same port, same store directory
     await eventually(lambda: replica.ready and replica.position == total, within=30)
 
     # a broker outage once ready keeps the replica ready, with growing staleness
+    reconnects = source.reconnects
     nats_server.stop(kill=True)
+    await eventually(lambda: source.reconnects > reconnects, what="the outage noticed")
     await eventually(lambda: replica.staleness_seconds() > 0.2, what="staleness")
     assert replica.ready
+    assert not replica.feed_gap
     nats_server.start()
     await publish(nats_server, [room_event("late")], tmp_path)
     await eventually(lambda: replica.position == total + 1, within=20, what="resumed")
@@ -201,15 +217,25 @@ async def test_purged_stream_is_a_gap(
     await nc.jetstream().purge_stream(STREAM)
     await nc.close()
     await publish(nats_server, [room_event("after")], tmp_path)
-    replica = start(running, Replica(snap, feed=nats_server.url(STREAM)))
+    replica = start(running, Replica(snap, feed=nats_server.url(STREAM), gap_check_interval=0.02))
     await eventually(lambda: replica.feed_error is not None, what="gap detected")
     assert not replica.ready
+    assert not replica.feed_gap  # never served: not ready rather than stale
     assert replica.position == 0
     assert "purged" in (replica.error or "")
     feed_check = replica.checks()[1]
     assert not feed_check.ok
     assert "position 1" in feed_check.detail
+    assert "waiting for a snapshot at position 5 or later" in feed_check.detail
     assert await last_seq(nats_server) == 6
+
+    # a covering snapshot makes it ready without a restart
+    write_snapshot(snap, [make_room("fresh")], position=5)
+    await eventually(lambda: replica.ready and replica.position == 6, what="healed")
+    assert replica.feed_error is None
+    assert replica.store.get("fresh") is not None
+    assert replica.store.get("after") is not None
+    assert replica.store.get("s0") is None
 
 
 async def test_stream_behind_our_position_is_a_gap(
@@ -233,10 +259,102 @@ async def test_broker_down_at_start_then_up(
 ) -> None:
     nats_server.stop()
     replica = start(running, Replica(snap, feed=nats_server.url(STREAM)))
-    await asyncio.sleep(0.5)
+    await eventually(
+        lambda: "reconnecting" in replica.checks()[1].detail, what="a failed connection attempt"
+    )
+    assert nats_source(replica).reconnects >= 1
     assert replica.loaded is not None
     assert not replica.ready
-    assert "reconnecting" in replica.checks()[1].detail
     nats_server.start()
     await publish(nats_server, [room_event("n1")], tmp_path)
     await eventually(lambda: replica.ready and replica.position == 1, within=15)
+
+
+async def scrape_gauge(client: TestClient[Any, Any], name: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+async def room_ids(client: TestClient[Any, Any]) -> set[str]:
+    resp = await client.get("/api/v1/voip/rooms?count=100", headers=headers(MANAGER))
+    assert resp.status == 200
+    return {room["_id"] for room in (await resp.json())["rooms"]}
+
+
+async def test_gap_while_serving_keeps_serving_stale_then_heals_from_a_covering_snapshot(
+    nats_server: NatsServer, tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    snap = write_snapshot(tmp_path / "snapshot", [make_room("s0")], standard_users(), position=0)
+    await publish(nats_server, [room_event(f"a{i}") for i in range(3)], tmp_path)
+    replica = Replica(snap, feed=nats_server.url(STREAM), gap_check_interval=0.02)
+    app = create_app(Settings(snapshot=snap, feed=nats_server.url(STREAM)), replica=replica)
+    client = await aiohttp_client(app)
+    await eventually(lambda: replica.ready and replica.position == 3, what="caught up")
+    resp = await client.get("/api/v1/voip/rooms", headers=headers(MANAGER))
+    assert resp.status == 200
+    assert "X-Replica-Stale" not in resp.headers
+    assert await scrape_gauge(client, "voip_rooms_feed_gap") == 0
+
+    # Positions 4 to 9 are gone before the replica saw them: the stream now starts at 10.
+    nc = await nats.connect(nats_server.server)
+    try:
+        assert await nc.jetstream().purge_stream(STREAM, seq=10)
+    finally:
+        await nc.close()
+    await publish(nats_server, [room_event("after-gap")], tmp_path)  # sequence 10
+    await eventually(lambda: replica.feed_gap, what="gap noticed")
+
+    # Still ready, answering from the last consistent state, marked stale.
+    assert replica.ready
+    assert replica.position == 3
+    assert (await client.get("/readyz")).status == 200
+    resp = await client.get("/api/v1/voip/rooms?count=100", headers=headers(MANAGER))
+    assert resp.status == 200
+    assert resp.headers["X-Replica-Stale"] == "feed-gap"
+    assert {r["_id"] for r in (await resp.json())["rooms"]} == {"s0", "a0", "a1", "a2"}
+    # errors carry it too
+    unauthorized = await client.get("/api/v1/voip/rooms")
+    assert unauthorized.status == 401
+    assert unauthorized.headers["X-Replica-Stale"] == "feed-gap"
+    probes = await client.get("/readyz?verbose")
+    feed = (await probes.json())["checks"][1]
+    assert feed["ok"]
+    assert "feed gap" in feed["detail"]
+    assert "position 9 or later" in feed["detail"]
+    assert await scrape_gauge(client, "voip_rooms_feed_gap") == 1
+
+    # A snapshot that does not reach the gap is not loaded.
+    short = write_snapshot(tmp_path / "short", [make_room("short")], standard_users(), position=5)
+    checks = replica.gap_checks
+    for name in ("rooms.jsonl", "users.jsonl", "permissions.jsonl", "manifest.json"):
+        (short / name).replace(snap / name)  # manifest.json last, as the runbook says
+    await eventually(lambda: replica.gap_checks >= checks + 2, what="the directory checked")
+    assert replica.gaps_healed == 0
+    assert replica.feed_gap
+    assert replica.position == 3
+
+    # A covering one (position 9: the stream holds 10) is swapped in whole, then followed.
+    covering = write_snapshot(
+        tmp_path / "covering", [make_room("c0"), make_room("c1")], standard_users(), position=9
+    )
+    for name in ("rooms.jsonl", "users.jsonl", "permissions.jsonl", "manifest.json"):
+        (covering / name).replace(snap / name)
+    await eventually(lambda: replica.gaps_healed == 1, what="gap healed")
+    await eventually(lambda: replica.position == 10, what="following again")
+    assert replica.ready
+    assert not replica.feed_gap
+    resp = await client.get("/api/v1/voip/rooms", headers=headers(MANAGER))
+    assert "X-Replica-Stale" not in resp.headers
+    assert await room_ids(client) == {"c0", "c1", "after-gap"}
+    assert await scrape_gauge(client, "voip_rooms_feed_gap") == 0
+    assert await scrape_gauge(client, "voip_rooms_snapshot_load_rooms") == 2
+    feed = (await (await client.get("/readyz?verbose")).json())["checks"][1]
+    assert feed["ok"]
+    assert "caught up at position 10" in feed["detail"]
+
+    await publish(nats_server, [room_event("c0", "removed"), room_event("later")], tmp_path)
+    await eventually(lambda: replica.position == 12, what="live events again")
+    assert await room_ids(client) == {"c1", "after-gap", "later"}

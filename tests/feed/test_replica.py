@@ -175,8 +175,9 @@ async def test_periodic_checkpoint_by_event_count(tmp_path: Path) -> None:
         with feed.open("ab") as out:
             out.write(jsonl([room_event("late")]))
         await eventually(lambda: replica.position == 6)
-        await asyncio.sleep(0.05)
-        assert replica.checkpoint_position == 5  # one event is below the threshold
+        # handle() decides synchronously whether a checkpoint is due: one event is not enough
+        assert not replica.checkpoint_due
+        assert replica.checkpoint_position == 5
     finally:
         await finish(replica, task)
     assert replica.checkpoint_position == 6
@@ -245,3 +246,59 @@ async def test_damaged_checkpoint_falls_back_to_the_snapshot(tmp_path: Path) -> 
     assert replica.loaded_from == snap
     assert replica.position == 3
     await finish(replica, task)
+
+
+async def test_gap_while_serving_survives_a_broken_snapshot_then_heals(tmp_path: Path) -> None:
+    feed = tmp_path / "events.jsonl"
+    feed.write_bytes(jsonl([room_event("n1"), room_event("n2")]))
+    checkpoints = tmp_path / "checkpoints"
+    snap = snapshot(tmp_path)
+    replica = Replica(
+        snap,
+        feed=f"file://{feed}",
+        checkpoint_dir=checkpoints,
+        checkpoint_interval=3600,
+        poll_interval=0.01,
+        gap_check_interval=0.01,
+    )
+    task = await start(replica)
+    try:
+        await eventually(lambda: replica.position == 2)
+        feed.write_bytes(b"")  # the feed was rewritten: what we read is gone
+        await eventually(lambda: replica.feed_gap, what="gap noticed")
+        assert replica.ready
+        assert replica.gap is not None
+        assert replica.gap.first == 1
+
+        # a broken snapshot: logged and shown, the state held stays in service
+        (snap / "rooms.jsonl").write_bytes(b'{"_id": "x", "t": "v"}\n{broken\n')
+        (snap / "manifest.json").write_bytes(b'{"position": 0}')
+        await eventually(lambda: replica.reload_error is not None, what="the failed load")
+        assert "rooms.jsonl:2" in (replica.reload_error or "")
+        assert replica.ready
+        assert replica.feed_gap
+        assert replica.store.get("n2") is not None
+        assert "the last one failed" in replica.checks()[1].detail
+        checks = replica.gap_checks
+        await eventually(lambda: replica.gap_checks >= checks + 2, what="checked again")
+        assert replica.reload_error is not None  # the same broken snapshot is not retried
+
+        # a good one at the position the rewritten feed starts from
+        feed.write_bytes(jsonl([room_event("m1")]))
+        write_snapshot(snap, [make_room("fresh")], [make_user("u9", ["admin"])], position=0)
+        await eventually(lambda: replica.gaps_healed == 1, what="healed")
+        await eventually(lambda: replica.position == 1, what="following the new feed")
+        assert not replica.feed_gap
+        assert replica.reload_error is None
+        assert replica.store.get("n2") is None
+        assert replica.store.get("fresh") is not None
+        assert replica.store.get("m1") is not None
+        assert replica.users.user("u9") is not None
+        assert replica.users.user("u1") is None
+        # the next checkpoint holds the new state
+        await eventually(lambda: replica.last_checkpoint is not None, what="checkpoint")
+        found = find_checkpoint(checkpoints)
+        assert found is not None
+        assert found[0] <= 1
+    finally:
+        await finish(replica, task)

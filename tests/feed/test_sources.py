@@ -20,7 +20,7 @@ from service.feed.sources import (
     open_source,
     parse_nats_url,
 )
-from tests.feed.support import jsonl, room_event
+from tests.feed.support import eventually, jsonl, room_event
 
 
 async def take(items: AsyncIterator[Item], n: int, within: float = 5.0) -> list[Item]:
@@ -55,8 +55,10 @@ async def test_file_followed_across_appends_and_split_lines(tmp_path: Path) -> N
         with path.open("ab") as out:
             out.write(line[:10])
             out.flush()
+            polls = source.polls
             pending = asyncio.ensure_future(anext(items))
-            await asyncio.sleep(0.1)
+            # two more passes: the second one began after the write
+            await eventually(lambda: source.polls >= polls + 2, what="the partial line read")
             assert not pending.done()
             out.write(line[10:])
             out.flush()
@@ -92,7 +94,7 @@ async def test_file_starts_after_position_and_waits_for_the_file(tmp_path: Path)
     items = source.messages(2)
     try:
         pending = asyncio.ensure_future(anext(items))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: source.polls >= 1, what="the missing file seen")
         assert not pending.done()  # missing file, and we need position 3 onwards
         assert not source.current
         path.write_bytes(jsonl([room_event("a"), room_event("b"), room_event("c")]))
@@ -112,8 +114,9 @@ async def test_file_that_shrinks_is_a_gap(tmp_path: Path) -> None:
     try:
         await take(items, 3)
         path.write_bytes(b"")
-        with pytest.raises(FeedGap, match="shrank"):
+        with pytest.raises(FeedGap, match="shrank") as caught:
             await take(items, 1)
+        assert caught.value.first == 1  # a rewritten file starts over at line 1
     finally:
         await items.aclose()  # type: ignore[attr-defined]
 
