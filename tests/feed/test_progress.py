@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.rooms import RoomStore
+from service.core.store import RoomStore
 from service.core.users import Directory
 from service.feed import replica as replica_module
 from service.feed.progress import LoadProgress

@@ -241,8 +241,9 @@ async def test_damaged_checkpoint_falls_back_to_the_snapshot(tmp_path: Path) -> 
     (damaged / "manifest.json").write_bytes(b'{"position": 9}')
     snap = snapshot(tmp_path, position=3)
     replica = Replica(snap, checkpoint_dir=checkpoints)
-    task = await start(replica)
-    assert replica.ready
+    task = asyncio.create_task(replica.run())
+    # The damaged checkpoint's error shows first; the snapshot loads after it.
+    await eventually(lambda: replica.ready, what="ready from the snapshot")
     assert replica.loaded_from == snap
     assert replica.position == 3
     await finish(replica, task)
