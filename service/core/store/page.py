@@ -48,22 +48,44 @@ def _signed(order: SortOrder, direction: int, slots: Slots) -> np.ndarray[Any, A
     return codes if direction > 0 else ~codes  # ~c = -c - 1: reverses order, no overflow
 
 
+def _key_columns(store: RoomStore, keys: Keys, slots: Slots) -> list[np.ndarray[Any, Any]]:
+    """Each sort key's signed codes for ``slots``, then the _id codes (ties)."""
+    cols = [_signed(store.orders[f], d, slots) for f, d in keys]
+    cols.append(store.orders["_id"].code[slots])
+    return cols
+
+
+def _select(cols: list[np.ndarray[Any, Any]], reach: int) -> np.ndarray[Any, Any]:
+    """Indexes of the ``reach`` smallest rows by the key columns (lexicographic), in any order.
+
+    A partition on the first column; when the run of rows tied at the boundary is large, the
+    rows needed from it are selected the same way by the next column. O(rows) per level."""
+    first = cols[0]
+    rows = len(first)
+    if rows <= 2 * reach + 64:
+        return np.arange(rows)
+    bound = np.partition(first, reach - 1)[reach - 1]
+    below = np.flatnonzero(first < bound)
+    tied = np.flatnonzero(first == bound)
+    wanted = reach - len(below)
+    if len(cols) > 1 and len(tied) > 2 * wanted + 64:
+        picked = _select([c[tied] for c in cols[1:]], wanted)
+        tied = tied[picked]
+    return np.concatenate([below, tied])
+
+
 def sorted_window(store: RoomStore, slots: Slots, keys: Keys, skip: int, take: int) -> Slots:
-    """``slots`` ordered by ``keys`` then ``_id``, items [skip, skip + take). O(len(slots)) plus
-    O(k log k) for the k slots whose first key is within the first skip + take."""
+    """``slots`` ordered by ``keys`` then ``_id``, items [skip, skip + take). O(len(slots)) to
+    select the first skip + take (see _select), O(k log k) to order those k."""
     if take <= 0 or skip >= len(slots):
         return _EMPTY
-    reach = skip + take
-    field, direction = keys[0]
-    first = _signed(store.orders[field], direction, slots)
-    if len(slots) > 2 * reach + 64:
-        bound = np.partition(first, reach - 1)[reach - 1]
-        inside = first <= bound
-        slots, first = slots[inside], first[inside]
-    cols = [store.orders["_id"].code[slots]]
-    cols.extend(_signed(store.orders[f], d, slots) for f, d in reversed(keys[1:]))
-    cols.append(first)
-    return slots[np.lexsort(cols)[skip:reach]]
+    reach = min(skip + take, len(slots))
+    cols = _key_columns(store, keys, slots)
+    chosen = _select(cols, reach)
+    if len(chosen) < len(slots):
+        slots = slots[chosen]
+        cols = [c[chosen] for c in cols]
+    return slots[np.lexsort(cols[::-1])[skip:reach]]
 
 
 def page_slots(store: RoomStore, m: BitMap | None, keys: Keys, offset: int, need: int) -> Slots:
