@@ -27,7 +27,14 @@ from service.feed.checkpoint import (
     write_checkpoint,
 )
 from service.feed.snapshot import LoadResult, SnapshotError, load_snapshot
-from service.feed.sources import CAUGHT_UP, FeedError, Message, Source, open_source
+from service.feed.sources import (
+    CAUGHT_UP,
+    FeedError,
+    Message,
+    NatsAuth,
+    Source,
+    open_source,
+)
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -67,6 +74,7 @@ class Replica:
         checkpoint_interval: float = 300.0,
         checkpoint_events: int = 100_000,
         poll_interval: float = 0.2,
+        nats: NatsAuth | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.login_expiration_days = login_expiration_days
@@ -75,6 +83,7 @@ class Replica:
         self.checkpoint_interval = checkpoint_interval
         self.checkpoint_events = checkpoint_events
         self.poll_interval = poll_interval
+        self.nats = nats
         self.store = RoomStore()
         self.users = Directory(login_expiration_days)
         self.position = 0
@@ -108,6 +117,9 @@ class Replica:
             checkpoint_dir=settings.checkpoint_dir,
             checkpoint_interval=settings.checkpoint_interval,
             checkpoint_events=settings.checkpoint_events,
+            nats=NatsAuth(
+                settings.nats_creds, settings.nats_ca, settings.nats_cert, settings.nats_key
+            ),
         )
 
     # -- readiness ---------------------------------------------------------------------------
@@ -258,7 +270,7 @@ class Replica:
             self.caught_up = True
             return
         try:
-            source = open_source(self.feed, poll_interval=self.poll_interval)
+            source = open_source(self.feed, poll_interval=self.poll_interval, nats=self.nats)
         except FeedError as exc:
             self.feed_error = self.error = str(exc)
             log.error("feed unusable: %s", exc)
