@@ -344,10 +344,25 @@ class NatsConnection:
         return options
 
     async def connect(self, **kwargs: Any) -> Any:
-        """A connected ``nats.aio.client.Client`` (``kwargs``: more ``nats.connect`` options)."""
-        import nats
+        """A connected ``nats.aio.client.Client`` (``kwargs``: more ``connect`` options)."""
+        from nats.aio.client import Client
 
-        return await nats.connect(self.server, **self.options(), **kwargs)
+        async def error(exc: Exception) -> None:
+            log.debug("nats client error: %s", exc)
+
+        kwargs.setdefault("error_cb", error)
+        nc = Client()
+        try:
+            await nc.connect(self.server, **self.options(), **kwargs)
+        except BaseException:
+            # nats-py leaves the socket of a refused first connection open (e.g. the server
+            # refused the client certificate after the handshake): close it, or each retry
+            # leaks a file descriptor. After a failed TLS handshake the socket is closed
+            # already, and nats-py's close would wait forever for it: bound that wait.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1.0)
+            raise
+        return nc
 
 
 class NatsSource:
@@ -380,9 +395,6 @@ class NatsSource:
         async def disconnected() -> None:
             self.current = False
 
-        async def error(exc: Exception) -> None:
-            log.debug("nats client error: %s", exc)
-
         return await self.connection.connect(
             allow_reconnect=False,  # this source reconnects itself, then re-checks for gaps
             # nats-py retries even a first connection; keep that short, our loop backs off
@@ -390,7 +402,6 @@ class NatsSource:
             reconnect_time_wait=0,
             connect_timeout=max(1, int(self.connect_timeout)),
             disconnected_cb=disconnected,
-            error_cb=error,
             name="voip-rooms",
         )
 
