@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service import __version__
-from service.settings import add_arguments, from_namespace
+from service.settings import NATS_SETTINGS, add_arguments, from_namespace
 
 __all__ = ["main"]
 
@@ -24,10 +24,18 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.feed.sources import FeedError, open_source
     from service.logs import setup_logging
     from service.web.server import serve
 
     settings = from_namespace(args)
+    if settings.feed is not None:
+        # A bad feed URL or an unreadable --nats-* file stops here, before anything listens.
+        try:
+            open_source(settings.feed, nats=_nats_auth(args))
+        except FeedError as exc:
+            print(f"voip-rooms serve: {exc}", file=sys.stderr)
+            return 2
     setup_logging(settings.log_level)
     _run(serve(settings))
     return 0
@@ -41,25 +49,44 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_auth(args: argparse.Namespace) -> Any:
+    from service.feed.sources import NatsAuth
+
+    return NatsAuth(args.nats_creds, args.nats_ca, args.nats_cert, args.nats_key)
+
+
 def _publish(args: argparse.Namespace) -> int:
+    from service.feed.sources import FeedError, redact_url
     from service.feed.tools import publish_file
 
-    count = _run(publish_file(args.feed, Path(args.file)))
-    print(f"published {count} events to {args.feed}")
+    try:
+        count = _run(publish_file(args.feed, Path(args.file), nats=_nats_auth(args)))
+    except FeedError as exc:
+        print(f"voip-rooms publish: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {count} events to {redact_url(args.feed)}")
     return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from service.feed.sources import FeedError, redact_url
     from service.feed.tools import simulate
     from service.logs import setup_logging
 
     setup_logging("info")
     snapshot = Path(args.snapshot) if args.snapshot else None
     try:
-        count = _run(simulate(args.feed, args.rate, args.seed, args.duration, snapshot))
+        count = _run(
+            simulate(
+                args.feed, args.rate, args.seed, args.duration, snapshot, nats=_nats_auth(args)
+            )
+        )
     except KeyboardInterrupt:
         return 0
-    print(f"wrote {count} events to {args.feed}")
+    except FeedError as exc:
+        print(f"voip-rooms simulate: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} events to {redact_url(args.feed)}")
     return 0
 
 
@@ -104,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         "of --feed, creating the stream with the three subjects if it is missing.",
     )
     publish.add_argument(
-        "--feed", required=True, metavar="URL", help="nats://host:port?stream=NAME"
+        "--feed",
+        required=True,
+        metavar="URL",
+        help="nats:// or tls:// [user:password@ or token@]host:port?stream=NAME",
     )
+    add_arguments(publish, names=NATS_SETTINGS)
     publish.add_argument("file", metavar="FILE", help="events file (JSON lines)")
     publish.set_defaults(func=_publish)
 
@@ -116,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "them to a nats:// feed or append them to a file:// feed.",
     )
     sim.add_argument("--feed", required=True, metavar="URL", help="file:///path or nats://...")
+    add_arguments(sim, names=NATS_SETTINGS)
     sim.add_argument(
         "--snapshot", metavar="DIR", help="continue this demo snapshot (its agents, queues, calls)"
     )

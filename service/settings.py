@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NATS_SETTINGS",
     "SETTINGS",
     "Network",
     "RateLimit",
@@ -151,11 +152,35 @@ SETTINGS: tuple[Spec, ...] = (
         "feed",
         _text,
         "",
-        "event feed URL: file:///path/events.jsonl or nats://host:port?stream=NAME",
+        "event feed URL: file:///path/events.jsonl, or nats:// (tls:// for TLS) "
+        "[user:password@ or token@]host:port?stream=NAME",
         "URL",
     ),
+    Spec(
+        "nats_creds",
+        _path,
+        "",
+        "NATS .creds file (user JWT and NKey seed) to authenticate with",
+        "FILE",
+    ),
+    Spec("nats_ca", _path, "", "PEM CA certificates that verify the NATS server", "FILE"),
+    Spec("nats_cert", _path, "", "PEM client certificate for NATS (TLS client auth)", "FILE"),
+    Spec("nats_key", _path, "", "PEM key of --nats-cert (unencrypted)", "FILE"),
     Spec("host", str, "0.0.0.0", "address to listen on", "HOST"),
-    Spec("port", _positive(int), "3000", "port to listen on", "PORT"),
+    Spec(
+        "port",
+        _positive(int),
+        "3000",
+        "port to listen on (0: any free port, logged as 'listening on http://HOST:PORT')",
+        "PORT",
+    ),
+    Spec(
+        "port_file",
+        _path,
+        "",
+        "once listening, write the port there (for --port 0; off when empty)",
+        "FILE",
+    ),
     Spec(
         "checkpoint_dir",
         _path,
@@ -266,8 +291,13 @@ class Settings:
 
     snapshot: Path | None = None
     feed: str | None = None
+    nats_creds: Path | None = None
+    nats_ca: Path | None = None
+    nats_cert: Path | None = None
+    nats_key: Path | None = None
     host: str = "0.0.0.0"
     port: int = 3000
+    port_file: Path | None = None
     checkpoint_dir: Path | None = None
     checkpoint_interval: float = 300.0
     checkpoint_events: int = 100_000
@@ -293,12 +323,21 @@ class Settings:
 assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS out of sync"
 
 
+#: the settings of a NATS connection, which ``publish`` and ``simulate`` take too
+NATS_SETTINGS = ("nats_creds", "nats_ca", "nats_cert", "nats_key")
+
+
 def add_arguments(
-    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+    parser: argparse.ArgumentParser,
+    environ: Mapping[str, str] | None = None,
+    names: Collection[str] | None = None,
 ) -> None:
-    """Add a flag per setting whose default comes from the environment, else the built-in one."""
+    """Add a flag per setting (or per setting in ``names``) whose default comes from the
+    environment, else the built-in one."""
     env = os.environ if environ is None else environ
     for spec in SETTINGS:
+        if names is not None and spec.name not in names:
+            continue
         raw = env.get(spec.env, spec.default)
         try:
             default = spec.parse(raw)

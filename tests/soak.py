@@ -30,7 +30,7 @@ import orjson
 
 from tests.conftest import MANAGER, standard_users
 from tests.factories import iso, make_room, write_snapshot
-from tests.net import free_port
+from tests.net import wait_port_file
 
 ROOT = Path(__file__).parent.parent
 QUERIES = [
@@ -95,8 +95,8 @@ class Soak:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.port_file = workdir / "port"
+        self.base = ""  # once the server has written the port it bound
         self.rng = random.Random(1)
         self.feed = workdir / "events.jsonl"
         self.events_written = 0
@@ -110,7 +110,8 @@ class Soak:
         snapshot = write_snapshot(self.workdir / "snapshot", rooms, standard_users(), position=0)
         self.feed.write_bytes(b"")
         argv = [sys.executable, "-m", "service", "serve", "--snapshot", str(snapshot)]
-        argv += ["--feed", f"file://{self.feed}", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--feed", f"file://{self.feed}", "--host", "127.0.0.1", "--port", "0"]
+        argv += ["--port-file", str(self.port_file)]
         argv += ["--log-level", "warning", "--drain-seconds", "0"]
         if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
             argv = ["taskset", "-c", "0", *argv]
@@ -238,6 +239,8 @@ class Soak:
             os.sched_setaffinity(0, {1})  # this process and the load generator: the other core
         server = self.start_server()
         try:
+            port = await asyncio.to_thread(wait_port_file, self.port_file, server)
+            self.base = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as session:
                 await self.wait_ready(session)
                 load_seconds = max(10.0, self.args.seconds - 10)

@@ -29,7 +29,15 @@ from service.feed.checkpoint import (
 )
 from service.feed.progress import LoadProgress, report_progress
 from service.feed.snapshot import LoadResult, SnapshotError, load_snapshot
-from service.feed.sources import CAUGHT_UP, FeedError, FeedGap, Message, Source, open_source
+from service.feed.sources import (
+    CAUGHT_UP,
+    FeedError,
+    FeedGap,
+    Message,
+    NatsAuth,
+    Source,
+    open_source,
+)
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -81,6 +89,7 @@ class Replica:
         gap_check_interval: float = 10.0,
         progress_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        nats: NatsAuth | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.login_expiration_days = login_expiration_days
@@ -92,6 +101,7 @@ class Replica:
         self.gap_check_interval = gap_check_interval
         self.progress_interval = progress_interval
         self.clock = clock
+        self.nats = nats
         self.store = RoomStore()
         self.users = Directory(login_expiration_days)
         self.position = 0
@@ -140,6 +150,9 @@ class Replica:
             checkpoint_dir=settings.checkpoint_dir,
             checkpoint_interval=settings.checkpoint_interval,
             checkpoint_events=settings.checkpoint_events,
+            nats=NatsAuth(
+                settings.nats_creds, settings.nats_ca, settings.nats_cert, settings.nats_key
+            ),
         )
 
     # -- readiness ---------------------------------------------------------------------------
@@ -356,7 +369,7 @@ class Replica:
             self.caught_up = True
             return
         try:
-            source = open_source(self.feed, poll_interval=self.poll_interval)
+            source = open_source(self.feed, poll_interval=self.poll_interval, nats=self.nats)
         except FeedError as exc:
             self.feed_error = self.error = str(exc)
             log.error("feed unusable: %s", exc)

@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -30,10 +32,13 @@ __all__ = [
     "FileSource",
     "Item",
     "Message",
+    "NatsAuth",
+    "NatsConnection",
     "NatsSource",
     "Source",
     "open_source",
     "parse_nats_url",
+    "redact_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,15 +101,18 @@ class Source(Protocol):
         ...
 
 
-def open_source(url: str, *, poll_interval: float = 0.2) -> Source:
-    """The source for a feed URL: ``file:///path`` or ``nats://host:port?stream=NAME``."""
+def open_source(url: str, *, poll_interval: float = 0.2, nats: NatsAuth | None = None) -> Source:
+    """The source for a feed URL: ``file:///path`` or ``nats://host:port?stream=NAME``.
+
+    ``nats`` holds the files that secure a NATS connection; they are read here, so a missing
+    or malformed one is a FeedError before anything connects.
+    """
     scheme = urlsplit(url).scheme
     if scheme == "file":
         return FileSource(file_url_path(url), poll_interval=poll_interval)
     if scheme in ("nats", "tls"):
-        servers, stream = parse_nats_url(url)
-        return NatsSource(servers, stream)
-    raise FeedError(f"unsupported feed URL scheme {scheme!r}: use file:// or nats://")
+        return NatsSource(NatsConnection(url, nats))
+    raise FeedError(f"unsupported feed URL scheme {scheme!r}: use file://, nats:// or tls://")
 
 
 def file_url_path(url: str) -> Path:
@@ -119,24 +127,17 @@ def file_url_path(url: str) -> Path:
 
 
 def parse_nats_url(url: str) -> tuple[str, str]:
-    """(server URL without the query, stream name) from ``nats://host:port?stream=NAME``."""
+    """(server URL without userinfo or query, stream name) from ``nats://host:port?stream=NAME``."""
+    connection = NatsConnection(url)
+    return connection.server, connection.stream
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo (``user:password@`` or ``token@``) replaced by ``***@``."""
     parts = urlsplit(url)
-    streams = parse_qs(parts.query).get("stream", [])
-    if len(streams) != 1 or not streams[0]:
-        raise FeedError("a nats:// feed URL needs exactly one ?stream=NAME")
-    if not parts.hostname:
-        raise FeedError("a nats:// feed URL needs a host")
-    server = parts._replace(query="", fragment="").geturl()
-    return server, streams[0]
-
-
-def _redact(server: str) -> str:
-    parts = urlsplit(server)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return parts._replace(netloc=f"***@{host}{port}").geturl()
-    return server
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 # -- file ------------------------------------------------------------------------------------
@@ -246,6 +247,138 @@ def _parse_line(position: int, raw: bytes) -> Message:
 # -- NATS JetStream --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class NatsAuth:
+    """Files that secure a NATS connection (``--nats-creds``, ``--nats-ca``, ``--nats-cert``,
+    ``--nats-key``). Paths only: nothing here is a secret until the files are read."""
+
+    #: a NATS ``.creds`` file: the user JWT and its NKey seed
+    creds: Path | None = None
+    #: PEM certificates that verify the server (else the system's trust store)
+    ca: Path | None = None
+    #: PEM client certificate, and its key (``key`` may be left out when ``cert`` holds both)
+    cert: Path | None = None
+    key: Path | None = None
+
+
+def _read_file(flag: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FeedError(f"{flag} {path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _no_key_password() -> bytes:
+    raise FeedError("the key is encrypted; give an unencrypted PEM key")
+
+
+class NatsConnection:
+    """How to reach a feed's NATS server, through nats-py's own options.
+
+    The URL's userinfo (``user:password@`` or ``token@``, percent-decoded) is taken out of the
+    URL and handed to nats-py as ``user``/``password`` or ``token``, so the URL kept, shown and
+    logged (``server``) never holds a secret. ``tls://``, ``--nats-ca`` or ``--nats-cert`` make
+    an SSL context (server certificate and host name verified); ``--nats-creds`` goes to
+    ``user_credentials`` (nats-py reads the file at each connection, so it may be rotated).
+    Every file is read once here, so a missing or malformed one is a FeedError at start.
+    """
+
+    __slots__ = ("_secrets", "creds", "server", "stream", "tls")
+
+    def __init__(self, url: str, auth: NatsAuth | None = None) -> None:
+        auth = auth or NatsAuth()
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls"):
+            raise FeedError(f"not a nats:// or tls:// URL: {redact_url(url)!r}")
+        streams = parse_qs(parts.query).get("stream", [])
+        if len(streams) != 1 or not streams[0]:
+            raise FeedError("a nats:// feed URL needs exactly one ?stream=NAME")
+        if not parts.hostname:
+            raise FeedError("a nats:// feed URL needs a host")
+        self.stream: str = streams[0]
+        host = parts.netloc.rpartition("@")[2]
+        #: the server URL without userinfo, query or fragment: safe to show
+        self.server: str = parts._replace(netloc=host, query="", fragment="").geturl()
+        self._secrets: dict[str, str] = {}
+        if parts.username is not None:
+            user = unquote(parts.username)
+            if parts.password is None:
+                self._secrets["token"] = user
+            else:
+                self._secrets["user"] = user
+                self._secrets["password"] = unquote(parts.password)
+        self.creds: str | None = None
+        if auth.creds is not None:
+            text = _read_file("--nats-creds", auth.creds)
+            if b"BEGIN NATS USER JWT" not in text or b"BEGIN USER NKEY SEED" not in text:
+                raise FeedError(
+                    f"--nats-creds {auth.creds}: not a NATS .creds file (a user JWT and NKey seed)"
+                )
+            self.creds = str(auth.creds)
+        self.tls: ssl.SSLContext | None = None
+        if auth.key is not None and auth.cert is None:
+            raise FeedError("--nats-key needs --nats-cert (the client certificate)")
+        if parts.scheme == "tls" or auth.ca is not None or auth.cert is not None:
+            self.tls = self._ssl_context(auth)
+
+    @staticmethod
+    def _ssl_context(auth: NatsAuth) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        if auth.ca is not None:
+            pem = _read_file("--nats-ca", auth.ca)
+            try:
+                context.load_verify_locations(cadata=pem.decode("ascii", "replace"))
+            except (ssl.SSLError, ValueError) as exc:
+                raise FeedError(f"--nats-ca {auth.ca}: no PEM certificate in it ({exc})") from None
+        if auth.cert is not None:
+            _read_file("--nats-cert", auth.cert)
+            if auth.key is not None:
+                _read_file("--nats-key", auth.key)
+            try:
+                context.load_cert_chain(auth.cert, auth.key, password=_no_key_password)
+            except FeedError as exc:
+                raise FeedError(f"--nats-key {auth.key or auth.cert}: {exc}") from None
+            except ssl.SSLError as exc:
+                raise FeedError(
+                    f"--nats-cert {auth.cert} / --nats-key {auth.key}: "
+                    f"not a PEM certificate and its key ({exc.reason or exc})"
+                ) from None
+        return context
+
+    def __repr__(self) -> str:
+        return f"NatsConnection({self.server!r}, stream={self.stream!r})"
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` (they hold secrets: never log them)."""
+        options: dict[str, Any] = dict(self._secrets)
+        if self.tls is not None:
+            options["tls"] = self.tls
+        if self.creds is not None:
+            options["user_credentials"] = self.creds
+        return options
+
+    async def connect(self, **kwargs: Any) -> Any:
+        """A connected ``nats.aio.client.Client`` (``kwargs``: more ``connect`` options)."""
+        from nats.aio.client import Client
+
+        async def error(exc: Exception) -> None:
+            log.debug("nats client error: %s", exc)
+
+        kwargs.setdefault("error_cb", error)
+        nc = Client()
+        try:
+            await nc.connect(self.server, **self.options(), **kwargs)
+        except BaseException:
+            # nats-py leaves the socket of a refused first connection open (e.g. the server
+            # refused the client certificate after the handshake): close it, or each retry
+            # leaks a file descriptor. After a failed TLS handshake the socket is closed
+            # already, and nats-py's close would wait forever for it: bound that wait.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1.0)
+            raise
+        return nc
+
+
 class NatsSource:
     """Reads a JetStream stream from a sequence on, through its own ephemeral pull consumer.
 
@@ -259,9 +392,10 @@ class NatsSource:
     FETCH_TIMEOUT = 1.0
     MAX_BACKOFF = 5.0
 
-    def __init__(self, server: str, stream: str, *, connect_timeout: float = 2.0) -> None:
-        self.server = server
-        self.stream = stream
+    def __init__(self, connection: NatsConnection, *, connect_timeout: float = 2.0) -> None:
+        self.connection = connection
+        self.server = connection.server  # without userinfo: safe to show
+        self.stream = connection.stream
         self.connect_timeout = connect_timeout
         self.current = False
         self.current_at: float | None = None
@@ -269,26 +403,19 @@ class NatsSource:
         self.reconnects = 0
 
     def __repr__(self) -> str:
-        return f"NatsSource({_redact(self.server)!r}, stream={self.stream!r})"
+        return f"NatsSource({self.server!r}, stream={self.stream!r})"
 
     async def _connect(self) -> Any:
-        import nats
-
         async def disconnected() -> None:
             self.current = False
 
-        async def error(exc: Exception) -> None:
-            log.debug("nats client error: %s", exc)
-
-        return await nats.connect(
-            self.server,
+        return await self.connection.connect(
             allow_reconnect=False,  # this source reconnects itself, then re-checks for gaps
             # nats-py retries even a first connection; keep that short, our loop backs off
             max_reconnect_attempts=1,
             reconnect_time_wait=0,
             connect_timeout=max(1, int(self.connect_timeout)),
             disconnected_cb=disconnected,
-            error_cb=error,
             name="voip-rooms",
         )
 
@@ -328,7 +455,7 @@ class NatsSource:
         while True:
             nc: Any = None
             try:
-                self.status = f"connecting to {_redact(self.server)}"
+                self.status = f"connecting to {self.server}"
                 nc = await self._connect()
                 js = nc.jetstream()
                 last = await self._check(js, position)
@@ -344,7 +471,7 @@ class NatsSource:
                     max_ack_pending=-1,
                 )
                 sub = await js.pull_subscribe(">", stream=self.stream, config=config)
-                self.status = f"following stream {self.stream} at {_redact(self.server)}"
+                self.status = f"following stream {self.stream} at {self.server}"
                 backoff = 0.1
                 idle_with_pending = 0
                 while True:

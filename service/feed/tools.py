@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from service.core.events import SUBJECTS
-from service.feed.sources import FeedError, file_url_path, parse_nats_url
+from service.feed.sources import FeedError, NatsAuth, NatsConnection, file_url_path
 
 __all__ = ["ensure_stream", "publish_file", "read_events_file", "simulate"]
 
@@ -56,17 +56,26 @@ async def ensure_stream(js: Any, stream: str) -> None:
 class _Publisher:
     """Publishes in order on one connection and checks the stream stored every message."""
 
-    def __init__(self, feed_url: str) -> None:
-        self.server, self.stream = parse_nats_url(feed_url)
+    def __init__(self, feed_url: str, nats: NatsAuth | None, *, reconnect: bool) -> None:
+        self.connection = NatsConnection(feed_url, nats)
+        self.reconnect = reconnect
+        self.stream = self.connection.stream
         self.nc: Any = None
         self.js: Any = None
         self.start_seq = 0
         self.sent = 0
 
     async def __aenter__(self) -> _Publisher:
-        import nats
+        import nats.errors
 
-        self.nc = await nats.connect(self.server, name="voip-rooms-publish")
+        # Without reconnect, one try: a wrong password or certificate is reported at once.
+        options: dict[str, Any] = {} if self.reconnect else {"allow_reconnect": False}
+        try:
+            self.nc = await self.connection.connect(name="voip-rooms-publish", **options)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise FeedError(
+                f"cannot connect to {self.connection.server}: {exc or type(exc).__name__}"
+            ) from None
         self.js = self.nc.jetstream()
         await ensure_stream(self.js, self.stream)
         self.start_seq = int((await self.js.stream_info(self.stream)).state.last_seq)
@@ -99,13 +108,13 @@ class _Publisher:
             await self.nc.close()
 
 
-async def publish_file(feed_url: str, path: Path) -> int:
+async def publish_file(feed_url: str, path: Path, *, nats: NatsAuth | None = None) -> int:
     """Publish an events file into the JetStream stream of ``feed_url``, in order.
 
     Creates the stream (subjects watch.rooms, watch.users, permission.changed) if missing.
-    Returns the number of events published.
+    ``nats`` secures the connection as for ``serve``. Returns the number of events published.
     """
-    async with _Publisher(feed_url) as publisher:
+    async with _Publisher(feed_url, nats, reconnect=False) as publisher:
         for subject, payload in read_events_file(path):
             await publisher.publish(subject, payload)
         await publisher.confirm()
@@ -120,6 +129,7 @@ async def simulate(
     snapshot_dir: Path | None,
     *,
     tick: float = 0.1,
+    nats: NatsAuth | None = None,
 ) -> int:
     """Generate live call-center events and publish them (``nats://``) or append them (``file://``).
 
@@ -153,8 +163,8 @@ async def simulate(
                 await asyncio.sleep(tick)
         return written
     if scheme not in ("nats", "tls"):
-        raise FeedError(f"unsupported feed URL scheme {scheme!r}: use file:// or nats://")
-    async with _Publisher(feed_url) as publisher:
+        raise FeedError(f"unsupported feed URL scheme {scheme!r}: use file://, nats:// or tls://")
+    async with _Publisher(feed_url, nats, reconnect=True) as publisher:
         while deadline is None or time.monotonic() < deadline:
             for subject, payload in simulator.next_events(int(time.time() * 1000)):
                 await publisher.publish(subject, orjson.dumps(payload))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +16,7 @@ from service.settings import Settings
 from service.web.app import REPLICA, create_app
 from service.web.guards import HTTP_LOG
 
-__all__ = ["SERVER_LIMITS", "serve"]
+__all__ = ["SERVER_LIMITS", "serve", "write_port_file"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,13 @@ SERVER_LIMITS: dict[str, Any] = {
 }
 
 
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` whole: a reader sees no file or the complete number."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{port}\n")
+    os.replace(partial, path)
+
+
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain and exit within the shutdown timeout."""
     app = create_app(settings)
@@ -44,7 +54,12 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
     await site.start()
-    log.info("listening", extra={"host": settings.host, "port": settings.port})
+    # The port bound, which --port 0 leaves to the system: logged, and written for tools.
+    port = int(runner.addresses[0][1])
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("listening on http://%s:%d", host, port, extra={"host": settings.host, "port": port})
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,4 +75,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     finally:
         log.info("shutting down", extra={"timeout": settings.shutdown_timeout})
         await runner.cleanup()  # stops listening, lets in-flight requests finish, then cleanup_ctx
+        if settings.port_file is not None:
+            with contextlib.suppress(OSError):
+                settings.port_file.unlink()
         log.info("stopped")

@@ -87,12 +87,16 @@ def server_limits() -> dict[str, Any]:
     return limits
 
 
-async def _serve(host: str, port: int, body: bytes) -> None:
+async def _serve(host: str, port: int, body: bytes, port_file: Path | None) -> None:
     limits = server_limits()
     runner = web.AppRunner(build_app(body), handle_signals=False, access_log=None, **limits)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
+    if port_file is not None:  # the port bound (--port 0), written whole, as the service does
+        partial = port_file.with_name(port_file.name + ".partial")
+        partial.write_text(f"{runner.addresses[0][1]}\n")
+        partial.replace(port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,12 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench.ceiling", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 (default): any free port")
+    parser.add_argument("--port-file", type=Path, help="once listening, write the port there")
     parser.add_argument("--body-bytes", type=int, required=True, metavar="N")
     args = parser.parse_args(argv)
     import uvloop
 
-    uvloop.run(_serve(args.host, args.port, make_body(args.body_bytes)))
+    uvloop.run(_serve(args.host, args.port, make_body(args.body_bytes), args.port_file))
     return 0
 
 

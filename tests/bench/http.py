@@ -57,7 +57,7 @@ from tests.bench.data import (
     name_fragments,
     sample_rooms,
 )
-from tests.net import free_port
+from tests.net import wait_port_file
 
 __all__ = ["main"]
 
@@ -306,10 +306,20 @@ def fetch(port: int, query: Query, logins: dict[str, Login], etag: str | None = 
 class Process:
     """A child in its own process group, with its output in a log file; stop() kills the group."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        env: dict[str, str],
+        port_file: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_dir / f"{name}.log"
+        self.port_file = port_file
+        self._port: int | None = None
+        self.started = time.monotonic()
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             argv,
@@ -327,6 +337,16 @@ class Process:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def port(self, timeout: float = 120.0) -> int:
+        """The port the server bound: it listens on port 0 and writes the port it got."""
+        if self._port is None:
+            assert self.port_file is not None, f"{self.name} has no port file"
+            try:
+                self._port = wait_port_file(self.port_file, self.popen, timeout)
+            except AssertionError as exc:
+                raise BenchError(f"{self.name}: {exc}:\n{self.tail()}") from None
+        return self._port
 
     def tail(self, lines: int = 15) -> str:
         with contextlib.suppress(OSError):
@@ -366,8 +386,9 @@ class Process:
 
 
 def wait_ready(proc: Process, port: int, timeout: float) -> float:
-    """Seconds until GET /readyz answers 200; BenchError if the process dies or time runs out."""
-    started = time.monotonic()
+    """Seconds from the process's start until GET /readyz answers 200; BenchError if the process
+    dies or time runs out."""
+    started = proc.started
     delay = 0.05
     while time.monotonic() - started < timeout:
         if not proc.alive():
@@ -597,19 +618,21 @@ NICE: list[str] = []  # ["nice", "-n", N] when --nice N is given
 def start_service(
     name: str,
     snapshot: Path,
-    port: int,
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
     extra_args: Sequence[str] = (),
     cpu: str = SERVER_CPU,
 ) -> Process:
+    port_file = log_dir / f"{name}.port"
+    port_file.unlink(missing_ok=True)
     argv = [*NICE, "taskset", "-c", cpu, *python_cmd(), "-m", "service", "serve"]
-    argv += ["--snapshot", str(snapshot), "--port", str(port), "--host", HOST]
+    argv += ["--snapshot", str(snapshot), "--host", HOST]
+    argv += ["--port", "0", "--port-file", str(port_file)]
     argv += ["--log-level", "warning", "--drain-seconds", "0", "--shutdown-timeout", "2"]
     argv += extra_args
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIP_ROOMS_")}
     env.update(extra_env or {})
-    return Process(name, argv, log_dir, env)
+    return Process(name, argv, log_dir, env, port_file)
 
 
 def output(argv: list[str], timeout: float) -> str:
@@ -634,10 +657,13 @@ def pin(proc: Process, cpu: str) -> None:
             os.sched_setaffinity(int(task.name), {int(cpu)})
 
 
-def start_ceiling(name: str, port: int, body_bytes: int, log_dir: Path) -> Process:
+def start_ceiling(name: str, body_bytes: int, log_dir: Path) -> Process:
+    port_file = log_dir / f"{name}.port"
+    port_file.unlink(missing_ok=True)
     argv = [*NICE, "taskset", "-c", SERVER_CPU, *python_cmd(), "-m", "tests.bench.ceiling"]
-    argv += ["--host", HOST, "--port", str(port), "--body-bytes", str(body_bytes)]
-    return Process(name, argv, log_dir, dict(os.environ))
+    argv += ["--host", HOST, "--port", "0", "--port-file", str(port_file)]
+    argv += ["--body-bytes", str(body_bytes)]
+    return Process(name, argv, log_dir, dict(os.environ), port_file)
 
 
 def _check_answers(answers: list[Answer], queries: list[Query], what: str) -> None:
@@ -682,26 +708,24 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
     log_dir = DATA_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    port = free_port(HOST)
-    real = start_service("service", snapshot, port, log_dir)
+    real = start_service("service", snapshot, log_dir)
     stack.callback(real.stop)
+    port = real.port()
     log(f"service pid {real.pid} on :{port} (core {SERVER_CPU}), loading {args.rooms:,} rooms")
     # The service that builds every answer (no response cache) loads meanwhile on wrk's core,
     # idle until the runs start, and moves to the servers' core once ready.
     uncached: tuple[Process, int] | None = None
     if serve_has_flag("--response-cache"):
-        uport = free_port(HOST)
         proc = start_service(
             "service-no-cache",
             snapshot,
-            uport,
             log_dir,
             None,
             ["--response-cache", "0"],
             CLIENT_CPU,
         )
         stack.callback(proc.stop)
-        uncached = (proc, uport)
+        uncached = (proc, proc.port())
     else:
         results.notes.append(
             "`python -m service serve --help` lists no `--response-cache`: the full answer cost "
@@ -797,9 +821,9 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
 
     ceilings: dict[str, tuple[Process, int]] = {}
     for mix, size in (("polling", polling_bytes), ("distinct", distinct_bytes)):
-        cport = free_port(HOST)
-        proc = start_ceiling(f"ceiling-{mix}", cport, size, log_dir)
+        proc = start_ceiling(f"ceiling-{mix}", size, log_dir)
         stack.callback(proc.stop)
+        cport = proc.port(60)
         wait_ready(proc, cport, 60)
         ceilings[mix] = (proc, cport)
     servers = {"real": (real, port), **({"no-cache": uncached} if uncached else {})}
@@ -869,12 +893,10 @@ def compare_metrics(
     real: Process,
 ) -> None:
     """The polling mix against a second service started with VOIP_ROOMS_METRICS=off."""
-    port = free_port(HOST)
-    off = start_service(
-        "service-metrics-off", snapshot, port, log_dir, {"VOIP_ROOMS_METRICS": "off"}
-    )
+    off = start_service("service-metrics-off", snapshot, log_dir, {"VOIP_ROOMS_METRICS": "off"})
     stack.callback(off.stop)
     try:
+        port = off.port(args.ready_timeout)
         wait_ready(off, port, args.ready_timeout)
     except BenchError as exc:
         results.metrics_note = (
@@ -882,7 +904,7 @@ def compare_metrics(
         )
         log(results.metrics_note)
         return
-    on_port = int(real.argv[real.argv.index("--port") + 1])
+    on_port = real.port()
     for r in range(args.rounds):
         order = (("on", real, on_port), ("off", off, port))
         for name, proc, p in order if r % 2 == 0 else order[::-1]:
@@ -1377,8 +1399,9 @@ def report(args: argparse.Namespace, results: Results, command: str) -> str:
     out += [
         "## Method",
         "",
-        "- The real service: `python -m service serve --snapshot DIR --port P --host 127.0.0.1 "
-        "--log-level warning` under `taskset -c 0`; ready when `/readyz` answers 200. The "
+        "- The real service: `python -m service serve --snapshot DIR --port 0 --host 127.0.0.1 "
+        "--log-level warning` (its port read from `--port-file`) under `taskset -c 0`; ready "
+        "when `/readyz` answers 200. The "
         "second one, for the full answer cost, adds `--response-cache 0`; it loads on core 1 "
         "while the first loads, then moves to core 0, where it idles except in its own runs.",
         "- The ceiling (`tests/bench/ceiling.py`): aiohttp on uvloop with the service's "

@@ -18,18 +18,24 @@ local paths = {"/api/v1/voip/rooms?open=true", "/api/v1/voip/rooms?queue=support
 local i = 0
 request = function() i = i + 1; return wrk.format("GET", paths[(i % #paths) + 1]) end
 LUA
+ports=$(mktemp -d)  # each server binds port 0 and writes the port it got there
 VOIP_ROOMS_METRICS=true taskset -c 0 .venv/bin/voip-rooms serve --snapshot "$snap" \
-  --host 127.0.0.1 --port 4101 --log-level warning --drain-seconds 0 & on=$!
+  --host 127.0.0.1 --port 0 --port-file "$ports/on" --log-level warning --drain-seconds 0 & on=$!
 VOIP_ROOMS_METRICS=false taskset -c 0 .venv/bin/voip-rooms serve --snapshot "$snap" \
-  --host 127.0.0.1 --port 4102 --log-level warning --drain-seconds 0 & off=$!
-trap 'kill $on $off 2>/dev/null; rm -f "$lua"' EXIT
-for port in 4101 4102; do
+  --host 127.0.0.1 --port 0 --port-file "$ports/off" --log-level warning --drain-seconds 0 & off=$!
+trap 'kill $on $off 2>/dev/null; rm -rf "$lua" "$ports"' EXIT
+for name in on off; do
+  for _ in $(seq 1 120); do [[ -s "$ports/$name" ]] && break; sleep 0.5; done
+done
+port_on=$(cat "$ports/on") port_off=$(cat "$ports/off")
+for port in "$port_on" "$port_off"; do
   for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.5; done
 done
 rate() { taskset -c 1 wrk -t1 -c64 -d"${secs}s" -s "$lua" "http://127.0.0.1:$1" | awk '/Requests\/sec/ {print $2}'; }
 ratios=()
 for r in $(seq 1 "$rounds"); do
-  if (( r % 2 )); then a=$(rate 4101); b=$(rate 4102); else b=$(rate 4102); a=$(rate 4101); fi
+  if (( r % 2 )); then a=$(rate "$port_on"); b=$(rate "$port_off")
+  else b=$(rate "$port_off"); a=$(rate "$port_on"); fi
   ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", a / b}')
   echo "round $r: metrics on $a req/s, off $b req/s, on/off $ratio"
   ratios+=("$ratio")

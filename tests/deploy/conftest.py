@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ import pytest
 import yaml
 
 from tests.deploy.tools import require_binary
-from tests.net import free_port
 
 PROMETHEUS_HINT = "apt-get install -y prometheus"
+# Prometheus's web server logs the address it bound, the port included when given port 0.
+LISTENING = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
 
 
 @dataclass
@@ -73,9 +75,9 @@ class StartPrometheus(Protocol):
 async def prometheus_server(tmp_path: Path) -> AsyncIterator[StartPrometheus]:
     """``await prometheus_server(["127.0.0.1:3000"])`` starts a Prometheus scraping those targets.
 
-    Its own config, data dir and free port under tmp_path (never the system service's), one
-    scrape job (default ``voip-rooms``, as in production, so the deploy rules apply), optional
-    rule files. Stopped at teardown.
+    Its own config and data dir under tmp_path (never the system service's), port 0 (the port
+    it got is read from its log), one scrape job (default ``voip-rooms``, as in production, so
+    the deploy rules apply), optional rule files. Stopped at teardown.
     """
     binary = require_binary("prometheus", PROMETHEUS_HINT)
     processes: list[asyncio.subprocess.Process] = []
@@ -104,15 +106,14 @@ async def prometheus_server(tmp_path: Path) -> AsyncIterator[StartPrometheus]:
             ],
         }
         (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
         log = home / "prometheus.log"
         with log.open("wb") as out:
             process = await asyncio.create_subprocess_exec(
                 binary,
                 f"--config.file={home / 'prometheus.yml'}",
                 f"--storage.tsdb.path={home / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
+                "--web.listen-address=127.0.0.1:0",  # its log names the port it got
+                "--log.level=info",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -120,15 +121,18 @@ async def prometheus_server(tmp_path: Path) -> AsyncIterator[StartPrometheus]:
         processes.append(process)
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         sessions.append(session)
-        server = PrometheusServer(f"http://127.0.0.1:{port}", session, log)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                break
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(server.url + "/-/ready") as response:
-                    if response.status == 200:
-                        return server
+        server: PrometheusServer | None = None
+        while time.monotonic() < deadline and process.returncode is None:
+            if server is None:
+                found = LISTENING.search(log.read_text(errors="replace"))
+                if found:
+                    server = PrometheusServer(f"http://127.0.0.1:{found[1]}", session, log)
+            if server is not None:
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with session.get(server.url + "/-/ready") as response:
+                        if response.status == 200:
+                            return server
             await asyncio.sleep(0.1)
         raise AssertionError(
             f"prometheus did not become ready (exit {process.returncode}):\n{log.read_text()}"

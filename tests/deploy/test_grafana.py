@@ -1,13 +1,15 @@
-"""deploy/grafana/voip-rooms.json: an importable dashboard whose panels do not collide."""
+"""deploy/grafana/voip-rooms.json: an importable dashboard whose panels do not collide, and
+its ConfigMap in the kustomize base, which Grafana's dashboard sidecar provisions."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from tests.deploy.tools import DEPLOY
+import yaml
 
-DASHBOARD = DEPLOY / "grafana" / "voip-rooms.json"
+from tests.deploy.dashboard import CONFIGMAP, DASHBOARD, KEY, render_configmap
+from tests.deploy.tools import BASE
 
 
 def dashboard() -> dict[str, Any]:
@@ -48,3 +50,20 @@ def test_panels_have_unique_ids_queries_and_no_overlap() -> None:
             assert target["expr"].strip(), panel["title"]
             assert 'job="voip-rooms"' in target["expr"], panel["title"]
             assert 'namespace="$namespace"' in target["expr"], panel["title"]
+
+
+def test_configmap_holds_the_dashboard_for_the_grafana_sidecar() -> None:
+    path = BASE / CONFIGMAP
+    document = yaml.safe_load(path.read_text())
+    assert document["apiVersion"] == "v1"
+    assert document["kind"] == "ConfigMap"
+    # kube-prometheus-stack's sidecar provisions every ConfigMap with this label and value.
+    assert document["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(document["data"]) == {KEY}
+    assert json.loads(document["data"][KEY]) == dashboard()
+    assert document["data"][KEY] == DASHBOARD.read_text()
+    assert path.read_text() == render_configmap(), (
+        "regenerate: .venv/bin/python -m tests.deploy.dashboard > " + str(path)
+    )
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert CONFIGMAP in kustomization["resources"]

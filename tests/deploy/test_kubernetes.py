@@ -35,8 +35,13 @@ def documents(name: str) -> tuple[dict[str, Any], ...]:
     return tuple(doc for doc in yaml.safe_load_all((BASE / name).read_text()) if doc)
 
 
-def resource(kind: str) -> dict[str, Any]:
-    found = [doc for name in MANIFESTS for doc in documents(name) if doc["kind"] == kind]
+def resource(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        doc
+        for manifest in MANIFESTS
+        for doc in documents(manifest)
+        if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    ]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
@@ -111,7 +116,7 @@ def test_kustomize_build_renders_and_validates(tmp_path: Path) -> None:
 
 
 def config() -> dict[str, str]:
-    data: dict[str, str] = resource("ConfigMap")["data"]
+    data: dict[str, str] = resource("ConfigMap", "voip-rooms")["data"]
     return data
 
 
@@ -136,7 +141,7 @@ def test_configmap_names_only_real_settings() -> None:
     assert set(config()) <= known, set(config()) - known
     assert all(isinstance(value, str) for value in config().values())
     env_from = container()["envFrom"]
-    assert env_from == [{"configMapRef": {"name": resource("ConfigMap")["metadata"]["name"]}}]
+    assert env_from == [{"configMapRef": {"name": "voip-rooms"}}]
 
 
 def test_port_3000_everywhere() -> None:

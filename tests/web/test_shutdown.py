@@ -14,7 +14,7 @@ import aiohttp
 
 from tests.conftest import MANAGER, headers, standard_rooms, standard_users
 from tests.factories import write_snapshot
-from tests.net import free_port
+from tests.net import wait_port_file
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
@@ -34,8 +34,7 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], within: float = 2
 
 async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
     snapshot = write_snapshot(tmp_path / "snap", standard_rooms(), standard_users())
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    port_file = tmp_path / "port"
     # A drain and a timeout far longer than each step needs: a slow machine makes the test
     # slower, never wrong.
     drain, timeout = 3.0, 20.0
@@ -50,7 +49,9 @@ async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
+            "--port-file",
+            str(port_file),
             "--drain-seconds",
             str(drain),
             "--shutdown-timeout",
@@ -61,6 +62,8 @@ async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
         env={**os.environ, "VOIP_ROOMS_LOG_LEVEL": "info"},
     )
     try:
+        port = await asyncio.to_thread(wait_port_file, port_file, proc)
+        base = f"http://127.0.0.1:{port}"
         await wait_ready(base, proc)
         ok = failed = 0
         stopped = asyncio.Event()
