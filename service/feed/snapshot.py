@@ -5,21 +5,34 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import multiprocessing
+import os
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+from isal import igzip
+from isal.igzip_lib import IsalError
 
 from service.core import ejson
 from service.core.store import RoomStore
+from service.core.store.bulk import Chunk, Extracted, LineError, extract_lines
 from service.core.users import Directory
 from service.feed.progress import LoadProgress
 
-__all__ = ["LoadResult", "SnapshotError", "find_collection", "load_snapshot", "read_jsonl"]
+__all__ = [
+    "LoadResult",
+    "SnapshotError",
+    "find_collection",
+    "load_snapshot",
+    "read_jsonl",
+    "read_rooms",
+]
 
 
 class SnapshotError(Exception):
@@ -147,8 +160,106 @@ def _read_manifest(directory: Path) -> int:
     return position
 
 
-#: rooms between two progress updates
-PROGRESS_EVERY = 4096
+#: bytes of whole lines handed to a worker at a time; progress is updated after each run
+WORK_BYTES = 1 << 20
+#: below this many bytes (on disk) the rooms are decoded in the loading thread
+_POOL_FROM = 8 << 20
+
+
+class _SmallReads:
+    """A file whose reads return at most 16 KiB, so that the bytes read of a gzip file (which
+    the decompressor otherwise reads ahead in large blocks) follow the lines handed out."""
+
+    def __init__(self, file: io.BufferedReader) -> None:
+        self.file = file
+
+    def read(self, n: int = -1) -> bytes:
+        return self.file.read(16384 if n < 0 or n > 16384 else n)
+
+    def readinto(self, buffer: Any) -> int | None:
+        with memoryview(buffer) as view:
+            return self.file.readinto(view[:16384])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+def _runs(path: Path, progress: LoadProgress | None) -> Iterator[tuple[bytes, int]]:
+    """(whole lines, number of the first) of ``path``, about WORK_BYTES bytes at a time."""
+    rest = b""
+    line = 1
+    base = progress.bytes_read if progress is not None else 0
+    with open(path, "rb") as raw, contextlib.ExitStack() as stack:
+        stream: io.BufferedIOBase = raw
+        if path.name.endswith(".gz"):
+            packed = igzip.GzipFile(fileobj=_SmallReads(raw), mode="rb")  # type: ignore[no-untyped-call]
+            stream = stack.enter_context(packed)
+        while chunk := stream.read(WORK_BYTES):
+            if progress is not None:
+                progress.bytes_read = base + raw.tell()
+            data = rest + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1 :]
+            data = data[:cut]
+            yield data, line
+            line += data.count(b"\n") + 1
+    if rest:
+        yield rest, line
+
+
+def _pool_size(path: Path, workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    if _size(path) < _POOL_FROM:
+        return 0
+    return min(8, len(os.sched_getaffinity(0)))
+
+
+def read_rooms(
+    path: Path, progress: LoadProgress | None = None, workers: int | None = None
+) -> tuple[Extracted, list[int]]:
+    """Every voip room of a rooms file, reduced for the bulk build (store/bulk.py), and the
+    line numbers of the documents skipped for their ``t``.
+
+    Lines are decoded in ``workers`` processes (see load_snapshot), runs of about 1 MiB each,
+    at most two runs a worker in flight; results are taken in file order. A bad line raises
+    SnapshotError naming it."""
+    size = _pool_size(path, workers)
+    out = Extracted()
+    not_v: list[int] = []
+
+    def take(chunk: Chunk) -> None:
+        out.extend(chunk.extracted)
+        not_v.extend(chunk.not_v)
+        if progress is not None:
+            progress.update(len(out.ids))
+
+    try:
+        if size <= 1:
+            for data, first in _runs(path, progress):
+                take(extract_lines(data, first))
+        else:
+            # A fork server, not fork: the load runs in a thread of a process with other threads.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["service.core.store.bulk"])
+            with ProcessPoolExecutor(size, mp_context=context) as pool:
+                pending: list[Future[Chunk]] = []
+                for data, first in _runs(path, progress):
+                    pending.append(pool.submit(extract_lines, data, first))
+                    if len(pending) >= 2 * size:
+                        take(pending.pop(0).result())
+                for future in pending:
+                    take(future.result())
+    except LineError as exc:
+        raise SnapshotError(path, exc.reason, exc.line) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error, IsalError) as exc:  # type: ignore[misc]
+        raise SnapshotError(path, f"damaged gzip stream: {exc}") from None
+    except OSError as exc:
+        raise SnapshotError(path, f"cannot read: {exc.strerror or exc}") from None
+    return out, not_v
 
 
 def load_snapshot(
@@ -157,13 +268,15 @@ def load_snapshot(
     users: Directory,
     skipped: list[int] | None = None,
     progress: LoadProgress | None = None,
+    workers: int | None = None,
 ) -> LoadResult:
     """Load a snapshot directory into an empty ``store`` and ``users``.
 
     Runs in O(documents). Meant for a worker thread: it touches only the objects it is given,
     which the caller publishes once the whole load succeeded, so a partial snapshot is never
     served. ``skipped`` (if given) collects the line numbers of non-``v`` rooms; ``progress``
-    (if given) follows the rooms and bytes read.
+    (if given) follows the rooms and bytes read; ``workers`` decode rooms in that many
+    processes (None: one per core, for files worth it; 0 or 1: in this thread).
     """
     started = time.perf_counter()
     if not directory.is_dir():
@@ -179,26 +292,15 @@ def load_snapshot(
         )
         progress.phase = "reading rooms"
 
-    not_v = 0
-
-    def voip_rooms() -> Iterator[dict[str, Any]]:
-        nonlocal not_v
-        kept = 0
-        for number, doc in read_jsonl(rooms_path, progress):
-            if doc.get("t") == "v":
-                yield doc
-                kept += 1
-                if progress is not None and kept % PROGRESS_EVERY == 0:
-                    progress.update(kept)
-            else:
-                not_v += 1
-                if skipped is not None:
-                    skipped.append(number)
-        if progress is not None:
-            progress.update(kept)
-            progress.phase = "building indexes"
-
-    rooms = store.bulk_load(voip_rooms())
+    extracted, not_v_lines = read_rooms(rooms_path, progress, workers)
+    if skipped is not None:
+        skipped.extend(not_v_lines)
+    not_v = len(not_v_lines)
+    if progress is not None:
+        progress.update(len(extracted.ids))
+        progress.phase = "building indexes"
+    rooms = store.load_extracted(extracted)
+    del extracted
     user_count = 0
     if users_path is not None:
         if progress is not None:

@@ -253,3 +253,46 @@ def test_no_wrapper_in_the_text_means_nothing_to_decode(value: Any) -> None:
     if not may_hold_wrappers(raw):
         parsed = orjson.loads(raw)
         assert typed(decode(parsed)) == typed(parsed)
+
+
+@settings(max_examples=300)
+@given(ejson_values)
+def test_tagged_parse_matches_the_decode(value: Any) -> None:
+    """Where the fast path applies, its document serializes exactly as the decoded one."""
+    try:
+        raw = orjson.dumps({"doc": value})
+    except TypeError:  # integers beyond 64 bits
+        return
+    parsed = ejson.parse_tagged(raw)
+    if parsed is None:
+        return
+    expected = outcome(decode, orjson.loads(raw))
+    assert not isinstance(expected, type) or not issubclass(expected, Exception)
+    assert ejson.untag(orjson.dumps(parsed)) == orjson.dumps(decode(orjson.loads(raw)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "applies"),
+    [
+        (
+            b'{"ts":{"$date":"2021-07-09T20:12:19.795Z"},"v":{"t":{"$date":"2021-07-09T20:12:19.795Z"}}}',
+            True,
+        ),
+        (b'{"a":"no dates at all"}', True),
+        (b'{"ts":{"$date":"2021-07-09T20:12:19Z"}}', False),  # not the canonical form
+        (b'{"ts":{"$date":"2021-02-30T20:12:19.795Z"}}', False),  # no such day
+        (b'{"ts":{"$date":"2021-07-09T24:12:19.795Z"}}', False),  # no such hour
+        (b'{"ts":{"$date":{"$numberLong":"5"}}}', False),  # another wrapper
+        (
+            b'{"n":{"x":"XYZ"},"ts":{"$date":"2021-07-09T20:12:19.795Z"}}',
+            False,
+        ),  # a Z"} not a date's
+        (b'{"n":"\\u0000D2021-07-09T20:12:19.795Z"}', False),  # the tag itself in the data
+        (b'{"ts":{"$date" :"2021-07-09T20:12:19.795Z"}}', False),  # spaced: left to the decode
+    ],
+)
+def test_tagged_parse_applies_only_to_canonical_dates(raw: bytes, applies: bool) -> None:
+    parsed = ejson.parse_tagged(raw)
+    assert (parsed is not None) is applies
+    if parsed is not None:
+        assert ejson.untag(orjson.dumps(parsed)) == orjson.dumps(decode(orjson.loads(raw)))

@@ -14,14 +14,17 @@ from service.core.users import Directory
 from service.feed import replica as replica_module
 from service.feed.progress import LoadProgress
 from service.feed.replica import Replica
-from service.feed.snapshot import PROGRESS_EVERY, load_snapshot
+from service.feed.snapshot import load_snapshot
 from service.settings import Settings
 from service.web.app import create_app
 from tests.conftest import AiohttpClient
 from tests.factories import make_room, write_snapshot
 from tests.feed.support import eventually
 
-ROOMS = 3 * PROGRESS_EVERY
+ROOMS = 12_000
+#: The load reports after each run of about WORK_BYTES of lines (rooms here are about 400 bytes):
+#: the gate holds it at the first report of at least this many rooms.
+AT = 4096
 
 
 class Clock:
@@ -37,7 +40,7 @@ class Clock:
 class Gate(LoadProgress):
     """Holds the loading thread once it has reported ``at`` rooms, until ``release`` is set."""
 
-    def __init__(self, path: Path, clock: Callable[[], float], at: int = PROGRESS_EVERY) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float], at: int = AT) -> None:
         super().__init__(path, clock)
         self.at = at
         self.reached = threading.Event()
@@ -66,15 +69,16 @@ def test_progress_counts_rooms_and_bytes_during_the_load(tmp_path: Path, gz: boo
     thread.start()
     try:
         assert gate.reached.wait(60)
-        assert gate.rooms == PROGRESS_EVERY
+        rooms = gate.rooms
+        assert AT <= rooms < ROOMS
         assert gate.phase == "reading rooms"
         percent = gate.percent()  # of compressed bytes for gzip: the files' size on disk
         assert 0 < percent < 100
         assert 0 < gate.bytes_read < gate.bytes_total
         clock.now += 2.0
-        assert gate.rate() == PROGRESS_EVERY / 2
+        assert gate.rate() == rooms / 2
         assert gate.describe() == (
-            f"loading {snap}: {PROGRESS_EVERY:,} rooms, {PROGRESS_EVERY // 2:,} rooms/s, "
+            f"loading {snap}: {rooms:,} rooms, {rooms / 2:,.0f} rooms/s, "
             f"{percent:.1f}% of bytes read (reading rooms)"
         )
     finally:
@@ -109,13 +113,14 @@ async def test_progress_in_the_log_readyz_and_metrics(
     gate = gates[0]
     try:
         clock.now += 4.0
-        expected = f"{PROGRESS_EVERY:,} rooms, {PROGRESS_EVERY // 4:,} rooms/s"
+        rooms = gate.rooms
+        expected = f"{rooms:,} rooms, {rooms / 4:,.0f} rooms/s"
         await eventually(
             lambda: any(expected in r.getMessage() for r in caplog.records), what="a progress line"
         )
         record = next(r for r in caplog.records if expected in r.getMessage())
-        assert record.rooms == PROGRESS_EVERY  # type: ignore[attr-defined]
-        assert record.rooms_per_second == PROGRESS_EVERY / 4  # type: ignore[attr-defined]
+        assert record.rooms == rooms  # type: ignore[attr-defined]
+        assert record.rooms_per_second == rooms / 4  # type: ignore[attr-defined]
         assert 0 < record.percent_bytes < 100  # type: ignore[attr-defined]
         assert "% of bytes read" in record.getMessage()
 
@@ -126,7 +131,7 @@ async def test_progress_in_the_log_readyz_and_metrics(
         assert snapshot_check["detail"].startswith(f"loading {snap}: {expected}")
         assert "% of bytes read (reading rooms)" in snapshot_check["detail"]
         metrics = await (await client.get("/metrics")).text()
-        assert f"voip_rooms_snapshot_load_rooms {float(PROGRESS_EVERY)}" in metrics
+        assert f"voip_rooms_snapshot_load_rooms {float(rooms)}" in metrics
     finally:
         gate.release.set()
     await eventually(lambda: replica.ready, what="ready")

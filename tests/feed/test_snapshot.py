@@ -174,3 +174,40 @@ def test_bad_line_after_a_chunk_boundary(tmp_path: Path, monkeypatch: pytest.Mon
     _rooms_file(tmp_path, [GOOD, b"", GOOD, b"{bad"])
     with pytest.raises(SnapshotError, match=r"rooms\.jsonl:4: not JSON"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize(("workers", "run_bytes"), [(0, 1), (0, 300), (2, 2000)])
+def test_rooms_decoded_in_runs_and_workers_load_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, run_bytes: int
+) -> None:
+    """Whatever the runs the lines are cut into, in this thread or in worker processes: the
+    same rooms, the same skipped lines, and a store whose invariants hold."""
+    rooms = [
+        make_room(f"r{i:03d}", ts={"$date": f"2021-07-{1 + i % 28:02d}T20:12:19.795Z"})
+        if i % 3
+        else make_room(f"r{i:03d}", ts={"$date": {"$numberLong": str(1625861539795 + i)}})
+        for i in range(60)
+    ]
+    rooms[7] = {"_id": "c7", "t": "c", "name": "general"}
+    write_snapshot(tmp_path, rooms, gz=True)
+    monkeypatch.setattr(snapshot, "WORK_BYTES", run_bytes)
+    store, users = RoomStore(), Directory()
+    skipped: list[int] = []
+    result = load_snapshot(tmp_path, store, users, skipped, workers=workers)
+    assert result.rooms == 59
+    assert skipped == [8]
+    store._check()
+    for room in rooms:
+        if room["t"] == "v":
+            want = orjson.dumps(ejson.decode(room))
+            assert store.get(room["_id"]) == want
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_line_is_named_whichever_run_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(snapshot, "WORK_BYTES", 100)
+    _rooms_file(tmp_path, [GOOD, b"", GOOD, GOOD, GOOD, b"{bad", GOOD])
+    with pytest.raises(SnapshotError, match=r"rooms\.jsonl:6: not JSON"):
+        load_snapshot(tmp_path, RoomStore(), Directory(), workers=workers)

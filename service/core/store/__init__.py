@@ -224,7 +224,14 @@ class RoomStore:
         serialize) the store is left empty and the error raised."""
         if self.columns.slot_of:
             raise ValueError("bulk_load needs an empty store")
-        built = bulk.build(rooms, self.block, self.gather, self.fold_at)
+        return self.load_extracted(bulk.extract(rooms))
+
+    def load_extracted(self, extracted: bulk.Extracted) -> int:
+        """Load rooms already reduced by :mod:`bulk` (e.g. in worker processes) into an empty
+        store, building every index in bulk; returns the rooms stored. O(n log n)."""
+        if self.columns.slot_of:
+            raise ValueError("bulk_load needs an empty store")
+        built = bulk.build(extracted, self.block, self.gather, self.fold_at)
         version = self.version
         watchers = self.watchers
         self._take(built)

@@ -19,16 +19,18 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
+from service.core import ejson
+from service.core.ejson import TAG
 from service.core.query import SORTABLE_FIELDS
-from service.core.store.columns import DatePaths, date_paths
-from service.core.store.keys import band, direct_code, rank_key
+from service.core.store.columns import DatePaths, date_paths, shared_paths
+from service.core.store.keys import DATE0, STR_BAND, band, date_ms, direct_code, rank_key
 from service.core.store.orders import to_bitmap
 from service.core.store.postings import DATE_FIELDS, EQ_FIELDS, eq_keys
 
 if TYPE_CHECKING:
     from service.core.store import RoomStore
 
-__all__ = ["Extracted", "build", "extract"]
+__all__ = ["Chunk", "Extracted", "LineError", "build", "extract", "extract_lines"]
 
 Rows = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -46,7 +48,19 @@ _EQ_GET = tuple(_getter(f) for f in EQ_FIELDS)
 class Extracted:
     """What the indexes need of a run of rooms, by row (input order; later duplicates win)."""
 
-    __slots__ = ("arena", "codes", "dates", "dvals", "eq", "ids", "names", "opened", "sizes")
+    __slots__ = (
+        "arena",
+        "codes",
+        "dates",
+        "drows",
+        "dvals",
+        "eq",
+        "ids",
+        "name_rows",
+        "names",
+        "opened",
+        "sizes",
+    )
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -55,67 +69,223 @@ class Extracted:
         self.dates: list[DatePaths] = []
         self.opened = array("I")  # rows with an ``open`` field
         self.codes = [array("q") for _ in SORTABLE_FIELDS]  # direct codes (0: see dvals)
-        self.dvals: list[dict[int, Any]] = [{} for _ in SORTABLE_FIELDS]  # row -> value
+        # Dictionary-coded values: per field, their rows and the values, in step.
+        self.drows = [array("I") for _ in SORTABLE_FIELDS]
+        self.dvals: list[list[Any]] = [[] for _ in SORTABLE_FIELDS]
         self.eq: list[dict[str, array[int]]] = [{} for _ in EQ_FIELDS]  # value -> rows
-        self.names: dict[int, str] = {}  # row -> name, when a string (a date's text too)
+        self.name_rows = array("I")  # rows whose name is a string (a date's text too)
+        self.names: list[str] = []
+
+    def extend(self, other: Extracted) -> None:
+        """Append ``other``'s rows after these. O(rows of other)."""
+        shift = len(self.ids)
+        self.ids.extend(other.ids)
+        self.arena += other.arena
+        self.sizes.extend(other.sizes)
+        self.dates.extend(other.dates)
+        self.opened.extend(_shifted(other.opened, shift))
+        for mine, theirs in zip(self.codes, other.codes, strict=True):
+            mine.extend(theirs)
+        for rmine, rtheirs in zip(self.drows, other.drows, strict=True):
+            rmine.extend(_shifted(rtheirs, shift))
+        for dmine, dtheirs in zip(self.dvals, other.dvals, strict=True):
+            dmine.extend(dtheirs)
+        for emine, etheirs in zip(self.eq, other.eq, strict=True):
+            for key, rows in etheirs.items():
+                moved = _shifted(rows, shift)
+                held = emine.get(key)
+                if held is None:
+                    emine[key] = moved
+                else:
+                    held.extend(moved)
+        self.name_rows.extend(_shifted(other.name_rows, shift))
+        self.names.extend(other.names)
+
+
+def _shifted(rows: array[int], shift: int) -> array[int]:
+    if not shift:
+        return rows
+    return array("I", (np.frombuffer(rows, dtype=np.uint32) + np.uint32(shift)).tobytes())
 
 
 def extract(rooms: Iterable[dict[str, Any]]) -> Extracted:
-    """One pass over ``rooms``. O(total size); Python work per room is field lookups only."""
+    """One pass over decoded ``rooms``. O(total size); per room, field lookups only."""
     out = Extracted()
-    ids, arena, sizes, dates, opened = out.ids, out.arena, out.sizes, out.dates, out.opened
-    names = out.names
-    sort_specs = list(zip(_SORT_GET, out.codes, out.dvals, strict=True))
-    eq_specs = list(zip(_EQ_GET, out.eq, strict=True))
-    dumps = orjson.dumps
-    direct = direct_code
-    for row, room in enumerate(rooms):
+    add = Extractor(out).add
+    for room in rooms:
+        add(room, False)
+    return out
+
+
+class LineError(Exception):
+    """A line of a JSON-lines chunk that cannot be loaded: ``line`` (1-based) and ``reason``."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(line, reason)  # the arguments, so it pickles back from a worker
+        self.line = line
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class Chunk:
+    """What :func:`extract_lines` found in a run of lines (picklable, for worker processes)."""
+
+    __slots__ = ("extracted", "lines", "not_v")
+
+    def __init__(self) -> None:
+        self.extracted = Extracted()
+        self.not_v: list[int] = []  # line numbers of documents whose ``t`` is not "v"
+        self.lines = 0
+
+
+def extract_lines(data: bytes, first_line: int) -> Chunk:
+    """Decode and extract a run of JSON lines (``first_line`` is the first one's number).
+
+    The fast path (:func:`ejson.parse_tagged`) reads canonical dates in C; other lines take the
+    general Extended JSON decode. Raises LineError naming the line for a bad one. Meant to run
+    in a worker process: it touches nothing but its arguments."""
+    chunk = Chunk()
+    add = Extractor(chunk.extracted).add
+    loads, decode, tagged_parse = orjson.loads, ejson.decode, ejson.parse_tagged
+    lines = data.split(b"\n")
+    chunk.lines = len(lines)
+    for number, raw in enumerate(lines, first_line):
+        try:
+            doc = tagged_parse(raw)
+            tagged = doc is not None
+            if doc is None:
+                doc = loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if not raw.strip():
+                continue
+            raise LineError(number, f"not JSON: {exc}") from None
+        if type(doc) is not dict:
+            raise LineError(number, "not a JSON object")
+        if not tagged and ejson.may_hold_wrappers(raw):
+            try:
+                doc = decode(doc)
+            except ejson.EJsonError as exc:
+                raise LineError(number, f"bad Extended JSON: {exc}") from None
+        rid = doc.get("_id")
+        if type(rid) is not str or (tagged and rid[:2] == TAG):
+            raise LineError(number, "document without a string _id")
+        kind = doc.get("t")
+        if kind != "v" or (tagged and kind[:2] == TAG):
+            chunk.not_v.append(number)
+            continue
+        add(doc, tagged)
+    return chunk
+
+
+def _untagged(value: Any) -> Any:
+    """A tagged object or array as the decode would give it (its dates as plain strings)."""
+    return orjson.loads(ejson.untag(orjson.dumps(value)))
+
+
+def _tagged_eq_keys(value: Any) -> Iterable[str]:
+    if type(value) is str:
+        return () if value[:2] == TAG else (value,)
+    if type(value) is list:
+        return {v for v in value if type(v) is str and v[:2] != TAG}
+    return ()
+
+
+def _tagged_date_paths(room: dict[str, Any]) -> DatePaths:
+    """date_paths of a tagged room: its tagged strings are its dates."""
+    found: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), room)]
+    while stack:
+        prefix, node = stack.pop()
+        items = node.items() if type(node) is dict else enumerate(node)
+        for key, value in items:
+            t = type(value)
+            if t is str:
+                if value[:2] == TAG:
+                    found.append((*prefix, key))
+            elif t is dict or t is list:
+                stack.append(((*prefix, key), value))
+    return shared_paths(found)
+
+
+class Extractor:
+    """Appends rooms to an Extracted; ``tagged`` rooms come from :func:`ejson.parse_tagged`."""
+
+    __slots__ = ("eq_specs", "out", "sort_specs")
+
+    def __init__(self, out: Extracted) -> None:
+        self.out = out
+        self.sort_specs = list(zip(_SORT_GET, out.codes, out.drows, out.dvals, strict=True))
+        self.eq_specs = list(zip(_EQ_GET, out.eq, strict=True))
+
+    def add(self, room: dict[str, Any], tagged: bool) -> None:
+        out = self.out
+        row = len(out.ids)
         rid = room["_id"]
         if type(rid) is not str:
             raise TypeError(f"room _id must be a string, got {rid!r}")
-        ids.append(rid)
-        doc = dumps(room)
-        arena += doc
-        sizes.append(len(doc))
-        dates.append(date_paths(room))
+        out.ids.append(rid)
+        doc = orjson.dumps(room)
+        if tagged:
+            doc = ejson.untag(doc)
+        out.arena += doc
+        out.sizes.append(len(doc))
+        out.dates.append(_tagged_date_paths(room) if tagged else date_paths(room))
         if "open" in room:
-            opened.append(row)
+            out.opened.append(row)
         get = room.get
         name = get("name")
         if isinstance(name, str):
-            names[row] = name
-        for (top, sub), codes, dvals in sort_specs:
+            out.name_rows.append(row)
+            out.names.append(name[2:] if tagged and name[:2] == TAG else name)
+        for (top, sub), codes, drows, dvals in self.sort_specs:
             v = get(top)
             if sub is not None:
                 v = v.get(sub) if type(v) is dict else None
-            c = direct(v)
+            if tagged and type(v) is str and v[:2] == TAG:
+                codes.append(DATE0 + date_ms(v[2:]))
+                continue
+            c = direct_code(v)
             if c is None:
-                dvals[row] = v
+                if tagged and (type(v) is dict or type(v) is list):
+                    v = _untagged(v)
+                drows.append(row)
+                dvals.append(v)
                 codes.append(0)
             else:
                 codes.append(c)
-        for (top, sub), index in eq_specs:
+        keys_of = _tagged_eq_keys if tagged else eq_keys
+        for (top, sub), index in self.eq_specs:
             v = get(top)
             if sub is not None:
                 v = v.get(sub) if type(v) is dict else None
             if v is None:
                 continue
-            for key in eq_keys(v):
+            for key in keys_of(v):
                 rows = index.get(key)
                 if rows is None:
                     index[key] = array("I", (row,))
                 else:
                     rows.append(row)
-    return out
 
 
-def _rank_codes(dvals: dict[int, Any], codes: Rows) -> None:
-    """Dictionary codes for the rows in ``dvals``: distinct keys ranked, spread over bands."""
-    if not dvals:
+def _rank_codes(rows: array[int], values: list[Any], codes: Rows) -> None:
+    """Dictionary codes for ``values`` (at ``rows``): distinct keys ranked, spread evenly over
+    their band. Plain strings (the common case) are ranked as they are, without keys."""
+    if not values:
+        return
+    at = np.frombuffer(rows, dtype=np.uint32)
+    if set(map(type, values)) == {str}:
+        distinct = sorted(set(values))
+        lo, hi = STR_BAND
+        step = (hi - lo) // (len(distinct) + 1)
+        code_of = {v: lo + rank * step for rank, v in enumerate(distinct, 1)}
+        codes[at] = np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))
         return
     by_key: dict[tuple[int, Any], list[int]] = {}
-    for row, v in dvals.items():
-        by_key.setdefault(rank_key(v), []).append(row)
+    for i, v in enumerate(values):
+        by_key.setdefault(rank_key(v), []).append(i)
     by_band: dict[tuple[int, int], list[tuple[int, Any]]] = {}
     for key in by_key:
         by_band.setdefault(band(key), []).append(key)
@@ -123,23 +293,20 @@ def _rank_codes(dvals: dict[int, Any], codes: Rows) -> None:
         keys.sort()
         step = (hi - lo) // (len(keys) + 1)
         for rank, key in enumerate(keys, 1):
-            codes[by_key[key]] = lo + rank * step
+            codes[at[by_key[key]]] = lo + rank * step
 
 
 def _id_codes(ids: list[str]) -> Rows:
     """Codes of distinct strings ``ids`` (as dictionary codes of the _id order)."""
     codes = np.zeros(len(ids), dtype=np.int64)
-    _rank_codes(dict(enumerate(ids)), codes)
+    _rank_codes(array("I", range(len(ids))), ids, codes)
     return codes
 
 
-def build(
-    rooms: Iterable[dict[str, Any]], block: int, gather: bool | None, fold_at: int
-) -> RoomStore:
-    """A new RoomStore holding ``rooms``. O(n log n)."""
+def build(ex: Extracted, block: int, gather: bool | None, fold_at: int) -> RoomStore:
+    """A new RoomStore holding the extracted rooms (a later duplicate wins). O(n log n)."""
     from service.core.store import RoomStore
 
-    ex = extract(rooms)
     store = RoomStore(block, gather, fold_at)
     rows_n = len(ex.ids)
     last: dict[str, int] = {rid: row for row, rid in enumerate(ex.ids)}
@@ -153,8 +320,8 @@ def build(
     id_codes = _id_codes(ids)
     ts_at = SORTABLE_FIELDS.index("ts")
     row_codes = [np.frombuffer(c, dtype=np.int64).copy() for c in ex.codes]
-    for codes, dvals in zip(row_codes, ex.dvals, strict=True):
-        _rank_codes(dvals, codes)
+    for codes, drows, dvals in zip(row_codes, ex.drows, ex.dvals, strict=True):
+        _rank_codes(drows, dvals, codes)
     perm = np.lexsort((id_codes, row_codes[ts_at][keep]))  # slot -> index into keep
     rows = keep[perm]  # slot -> row
     slot_of_row = np.full(rows_n, -1, dtype=np.int64)
@@ -170,14 +337,12 @@ def build(
         np.cumsum(sizes[:-1], out=starts[1:])
     columns.load(ex.arena, starts[rows], sizes[rows])
     store.live = BitMap(range(n))
-    _order(store, "_id", id_codes[perm], {s: ids[i] for s, i in enumerate(perm.tolist())})
-    for field, codes, dvals in zip(SORTABLE_FIELDS, row_codes, ex.dvals, strict=True):
-        slot_vals = {}
-        for row, v in dvals.items():
-            slot = int(slot_of_row[row])
-            if slot >= 0:
-                slot_vals[slot] = v
-        _order(store, field, codes[rows], slot_vals)
+    _order(store, "_id", id_codes[perm], np.arange(n), [ids[i] for i in perm.tolist()])
+    for field, codes, drows, dvals in zip(
+        SORTABLE_FIELDS, row_codes, ex.drows, ex.dvals, strict=True
+    ):
+        slots = slot_of_row[np.frombuffer(drows, dtype=np.uint32)]
+        _order(store, field, codes[rows], slots, dvals)
         if field in DATE_FIELDS:
             store.postings.build_dates(field, store.orders[field].code)
     post = store.postings
@@ -190,8 +355,13 @@ def build(
             if bm:
                 found[key] = bm
         post.eq[field] = found
-    named = [(int(slot_of_row[r]), v) for r, v in ex.names.items() if slot_of_row[r] >= 0]
-    store.names.build([v for _, v in named], [s for s, _ in named])
+    name_slots = slot_of_row[np.frombuffer(ex.name_rows, dtype=np.uint32)]
+    kept = name_slots >= 0
+    if kept.all():
+        store.names.build(ex.names, name_slots.tolist())
+    else:
+        names = [v for v, k in zip(ex.names, kept.tolist(), strict=True) if k]
+        store.names.build(names, name_slots[kept].tolist())
     return store
 
 
@@ -200,17 +370,22 @@ def _slots_of(rows: np.ndarray[Any, Any], slot_of_row: Rows) -> BitMap:
     return to_bitmap(slots[slots >= 0])
 
 
-def _order(store: RoomStore, field: str, codes: Rows, slot_vals: dict[int, Any]) -> None:
+def _order(store: RoomStore, field: str, codes: Rows, slots: Rows, values: list[Any]) -> None:
+    """Set a field's codes (by slot) and dictionary values (``values`` at ``slots``; a slot
+    below 0 is a dropped duplicate), then build its order."""
     order = store.orders[field]
     n = len(codes)
     order.code[:n] = codes
     vals = order.vals
+    kept = (slots >= 0).all()
+    pairs = zip(slots.tolist(), values, strict=True)
     if isinstance(vals, list):
-        for slot, v in slot_vals.items():
-            vals[slot] = v
+        for slot, v in pairs:
+            if kept or slot >= 0:
+                vals[slot] = v
     else:
         vals.clear()
-        vals.update(slot_vals)
+        vals.update(pairs if kept else ((s, v) for s, v in pairs if s >= 0))
     if field == "_id":
         main = np.argsort(codes, kind="stable")
     else:

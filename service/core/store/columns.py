@@ -19,7 +19,7 @@ import orjson
 
 from service.core.ejson import Date
 
-__all__ = ["Columns", "DatePaths", "date_paths", "restore_dates"]
+__all__ = ["Columns", "DatePaths", "date_paths", "restore_dates", "shared_paths"]
 
 DatePaths = tuple[tuple[str | int, ...], ...]
 _NO_DATES: DatePaths = ()
@@ -43,9 +43,14 @@ def date_paths(room: dict[str, Any]) -> DatePaths:
                     _deep_dates((key, sub), inner, found)
         elif t is list:
             _deep_dates((key,), value, found)
+    return shared_paths(found)
+
+
+def shared_paths(found: list[tuple[str | int, ...]]) -> DatePaths:
+    """``found`` as a tuple shared by every room of the same shape."""
     if not found:
         return _NO_DATES
-    paths = tuple(found)  # in document order: rooms of one shape share it
+    paths = tuple(found)
     return _SHAPES.setdefault(paths, paths)
 
 
