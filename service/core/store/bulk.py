@@ -328,16 +328,17 @@ def build(ex: Extracted, block: int, gather: bool | None, fold_at: int) -> RoomS
     slot_of_row[rows] = np.arange(n, dtype=np.int64)
     store._grow(n - 1)
     columns = store.columns
-    for i in perm.tolist():
-        columns.new_slot(ids[i])
-    columns.dates[:] = [ex.dates[r] for r in rows.tolist()]
+    slot_ids = [ids[i] for i in perm.tolist()]
+    columns.ids = slot_ids
+    columns.slot_of = dict(zip(slot_ids, range(n), strict=True))
+    columns.dates = [ex.dates[r] for r in rows.tolist()]
     sizes = np.frombuffer(ex.sizes, dtype=np.uint32)
     starts = np.zeros(rows_n, dtype=np.int64)
     if rows_n > 1:
         np.cumsum(sizes[:-1], out=starts[1:])
     columns.load(ex.arena, starts[rows], sizes[rows])
     store.live = BitMap(range(n))
-    _order(store, "_id", id_codes[perm], np.arange(n), [ids[i] for i in perm.tolist()])
+    _order(store, "_id", id_codes[perm], np.arange(n), slot_ids)
     for field, codes, drows, dvals in zip(
         SORTABLE_FIELDS, row_codes, ex.drows, ex.dvals, strict=True
     ):
@@ -370,6 +371,11 @@ def _slots_of(rows: np.ndarray[Any, Any], slot_of_row: Rows) -> BitMap:
     return to_bitmap(slots[slots >= 0])
 
 
+def _objects(values: list[Any]) -> np.ndarray[Any, np.dtype[np.object_]]:
+    """``values`` as a 1-d object array (never nested: lists stay list objects)."""
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
 def _order(store: RoomStore, field: str, codes: Rows, slots: Rows, values: list[Any]) -> None:
     """Set a field's codes (by slot) and dictionary values (``values`` at ``slots``; a slot
     below 0 is a dropped duplicate), then build its order."""
@@ -377,15 +383,18 @@ def _order(store: RoomStore, field: str, codes: Rows, slots: Rows, values: list[
     n = len(codes)
     order.code[:n] = codes
     vals = order.vals
-    kept = (slots >= 0).all()
-    pairs = zip(slots.tolist(), values, strict=True)
+    kept = slots >= 0
+    if not kept.all():
+        slots = slots[kept]
+        values = [v for v, k in zip(values, kept.tolist(), strict=True) if k]
     if isinstance(vals, list):
-        for slot, v in pairs:
-            if kept or slot >= 0:
-                vals[slot] = v
+        if len(values):
+            column = np.empty(len(vals), dtype=object)
+            column[slots] = _objects(values)
+            vals[:] = column.tolist()
     else:
         vals.clear()
-        vals.update(pairs if kept else ((s, v) for s, v in pairs if s >= 0))
+        vals.update(zip(slots.tolist(), values, strict=True))
     if field == "_id":
         main = np.argsort(codes, kind="stable")
     else:
