@@ -1,18 +1,23 @@
-"""HTTP benchmark: the real service against a minimal aiohttp ceiling, under wrk, in A/B rounds.
+"""The benchmark: the real service started, stopped and restarted, and under wrk against a
+minimal aiohttp ceiling, in A/B rounds; then the in-process figures.
 
-    python -m tests.bench.http [--rooms N] [--duration S] [--rounds R] [--out FILE]
+    python -m tests.bench.http [--rooms N] [--duration S] [--rounds R] [--events E] [--out FILE]
 
-Generates (or reuses, under ``.bench-data/<rooms>-<seed>``) a demo snapshot, starts the service
-(``python -m service serve``: the ``voip-rooms serve`` command line, without depending on the
-venv's console script) and the ceiling (``tests/bench/ceiling.py``) pinned to core 0, and drives
-them with wrk pinned to core 1. Mixes: ``polling`` (20 dashboard queries, ~20% revalidations),
-``distinct`` (no request repeats, so no cache answers), ``paced`` (the distinct mix offered at
+Generates (or reuses, under ``.bench-data/<rooms>-<seed>``) a demo snapshot and starts the
+service (``python -m service serve``: the ``voip-rooms serve`` command line, without depending
+on the venv's console script) with an empty checkpoint directory, on every core and alone: the
+time to ``/readyz`` 200 and the RSS then are figures. Then it and the ceiling
+(``tests/bench/ceiling.py``) run pinned to core 0, driven by wrk pinned to core 1. Mixes:
+``polling`` (20 dashboard queries, ~20% revalidations), ``distinct`` (the classes of
+``mix.py``, no request repeated, so no cache answers), ``paced`` (the distinct mix offered at
 half the ceiling's distinct throughput, for its latency), and the revalidation cost runs
 (``reval``: only matching ``If-None-Match``; ``build``: the same queries without it, on a second
 service started with ``--response-cache 0``; ``full``: without it, on the normal service).
 Rounds alternate the order of real and ceiling; medians of per-round ratios are reported.
-Then ``query_times.py`` gives the in-process figures (load, memory, query p99 per class, event
-apply) as JSON. Everything goes to ``tests/bench/RESULTS.md`` (``--out``). Every wait is
+Then SIGTERM to the service times its shutdown checkpoint, and a new service started from that
+checkpoint alone times its readiness. Last, ``query_times.py`` gives the in-process figures
+(query p99 per class, event apply, load, memory) as JSON. The target figures head
+``tests/bench/RESULTS.md`` (``--out``), the others follow as informative. Every wait is
 bounded; every process started is stopped.
 """
 
