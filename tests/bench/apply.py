@@ -8,6 +8,9 @@ changed), serialized as the broker carries them (JSON bytes, a quarter of them w
 one-element array). Five simulated minutes of them are applied untimed, then the timed ones:
 ``Replica.handle`` on each, that is ``events.decode`` of the bytes, ``events.apply`` to the store
 and directory loaded from the snapshot, the position and the result counters. No I/O.
+Each sort order keeps a buffer of recent changes and folds it in (a merge) when it fills up;
+the timed stretch is long enough (200,000 events by default) that every busy order merges
+several times, and the merges are counted (``merges``: per order, and in all).
 ``query_times.py`` calls :func:`measure_apply` on the store it has loaded; run alone, this loads
 the snapshot first.
 """
@@ -15,10 +18,11 @@ the snapshot first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,31 @@ def feed_messages(
     return warmup, timed, kinds
 
 
+@contextlib.contextmanager
+def counting_merges(store: RoomStore) -> Iterator[Counter[str] | None]:
+    """Counts, per sort order (by field), the merges that fold a non-empty buffer in while the
+    block runs; None when the store's sort orders have no ``merge`` to count."""
+    orders = getattr(store, "orders", None)
+    kinds = {type(order) for order in orders.values()} if isinstance(orders, dict) else set()
+    if len(kinds) != 1 or not callable(getattr(next(iter(kinds)), "merge", None)):
+        yield None
+        return
+    cls = next(iter(kinds))
+    original = cls.merge
+    counts: Counter[str] = Counter()
+
+    def merge(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(getattr(self, "pending", ())) or len(getattr(self, "stale", ())):
+            counts[str(getattr(self, "name", "?"))] += 1
+        return original(self, *args, **kwargs)
+
+    setattr(cls, "merge", merge)  # noqa: B010 - a method, put back below
+    try:
+        yield counts
+    finally:
+        setattr(cls, "merge", original)  # noqa: B010
+
+
 def measure_apply(
     snapshot: Path, store: RoomStore, users: Directory, position: int, count: int
 ) -> dict[str, Any]:
@@ -81,10 +110,11 @@ def measure_apply(
     for message in warmup:
         replica.handle(message)
     replica.events.clear()
-    started = time.perf_counter()
-    for message in messages:
-        replica.handle(message)
-    seconds = time.perf_counter() - started
+    with counting_merges(store) as merges:
+        started = time.perf_counter()
+        for message in messages:
+            replica.handle(message)
+        seconds = time.perf_counter() - started
     results: Counter[str] = Counter()
     for (_, result), n in replica.events.items():
         results[result] += n
@@ -97,7 +127,21 @@ def measure_apply(
         "us_per_event": seconds / len(messages) * 1e6 if messages else 0.0,
         "kinds": dict(kinds.most_common()),
         "results": dict(results.most_common()),
+        "merges": None if merges is None else dict(sorted(merges.items())),
     }
+
+
+def merges_text(figures: dict[str, Any]) -> str:
+    """How many merges the timed stretch made, in words."""
+    merges = figures.get("merges")
+    if merges is None:
+        return "merges of the sort orders' buffers: not counted (no SortOrder.merge)"
+    total = sum(merges.values())
+    busiest = ", ".join(f"{k} {n}" for k, n in sorted(merges.items(), key=lambda x: -x[1])[:5])
+    return (
+        f"{total:,} merges of the sort orders' buffers in all, over {len(merges)} of the "
+        f"orders" + (f" (most: {busiest})" if busiest else "")
+    )
 
 
 def describe(figures: dict[str, Any]) -> str:
@@ -108,14 +152,14 @@ def describe(figures: dict[str, Any]) -> str:
         f"event apply: {figures['events']:,} events on {figures['rooms']:,} rooms in "
         f"{figures['seconds']:.3f} s = {figures['events_per_s']:,.0f} events/s "
         f"({figures['us_per_event']:.1f} us each, after {figures['warmup_events']:,} untimed); "
-        f"{kinds}; results: {results}"
+        f"{kinds}; results: {results}; {merges_text(figures)}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.apply", description=__doc__)
     add_data_arguments(parser, rooms=100_000)
-    parser.add_argument("--events", type=int, default=50_000, help="events to apply (50000)")
+    parser.add_argument("--events", type=int, default=200_000, help="events to apply (200000)")
     args = parser.parse_args(argv)
     snapshot = args.snapshot or ensure_data(args.rooms, args.seed)[0]
     store, users = RoomStore(), Directory()

@@ -9,10 +9,13 @@ On the benchmark's demo snapshot (``.bench-data/<rooms>-<seed>``, as ``http.py``
    replica does (gzip read, JSON and Extended JSON decode, index build), then ``gc.freeze()``
    as the replica does after a load. Rooms per second of that call.
 2. Memory: resident set size after the load minus before it, per room.
-3. Queries: ``RoomStore.page`` per query class (filters, name searches from a common fragment
-   to a word, offset 10,000, every sort), ``--runs`` times each with values drawn from the
-   snapshot; wall-clock percentiles, and the thread's CPU time as a check on a shared machine.
-4. Events: ``tests.bench.apply.measure_apply`` on the loaded store (decode + apply).
+3. Queries: ``RoomStore.page`` per query class, ``--runs`` times each with values drawn from
+   the snapshot; wall-clock percentiles, and the thread's CPU time as a check on a shared
+   machine. First the target classes of ``mix.py`` (one class per kind and sort, each request
+   through the service's ``parse``), then simpler ones (no filter, each filter alone, name
+   searches from a common fragment to a word, offset 10,000, every sort).
+4. Events: ``tests.bench.apply.measure_apply`` on the loaded store (decode + apply), with how
+   many times the sort orders' buffers were merged meanwhile.
 
 ``--json FILE`` writes the figures for ``http.py``, which tabulates them in RESULTS.md.
 """
@@ -29,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from service.core.ejson import date_from_ms
-from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery
+from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery, parse
 from service.core.store import RoomStore
 from service.core.users import Directory
 from service.feed.snapshot import load_snapshot
@@ -44,8 +47,20 @@ from tests.bench.data import (
     name_fragments,
     sample_rooms,
 )
+from tests.bench.mix import KINDS, SORTS, QueryMix
 
-__all__ = ["main", "query_classes", "time_queries"]
+__all__ = ["main", "mix_classes", "query_classes", "time_queries"]
+
+#: What each class of mix.py is called in the tables.
+MIX_LABELS = {
+    "open/queue": "open calls in a queue, createdAt 30-365 d, offset <= 5000",
+    "agent": "an agent's calls, 7-120 d, with or without open=false, offset <= 5000",
+    "closed/tags": "closed calls, closedAt 1-90 d, 1-3 tags, offset <= 5000",
+    "name": "name fragment 3-8 chars, 60-360 d",
+    "visitor": "a visitor's calls, 180-720 d",
+}
+#: The label of every class of mix.py starts so (query_times.py's JSON marks them too).
+MIX_PREFIX = "* "
 
 
 def rss_kb() -> int:
@@ -56,8 +71,33 @@ def rss_kb() -> int:
     return 0  # pragma: no cover
 
 
+def mix_classes(
+    sample: Sample, rng: random.Random, agent_id: str = ""
+) -> dict[str, Callable[[], RoomQuery]]:
+    """The target classes (``mix.py``): one per kind and sort, through ``parse`` as the
+    service reads a request."""
+    mix = QueryMix(sample, agent_id or next(iter(sample.agents)), rng)
+
+    def maker(kind: str, sort: tuple[str, int]) -> Callable[[], RoomQuery]:
+        def make() -> RoomQuery:
+            request = mix.make(kind, sort, rng.randrange(1000))
+            return parse([(k, str(v)) for k, v in request.params])
+
+        return make
+
+    out: dict[str, Callable[[], RoomQuery]] = {}
+    for kind in KINDS:
+        for field, direction in SORTS[kind]:
+            way = "asc" if direction > 0 else "desc"
+            out[f"{MIX_PREFIX}{MIX_LABELS[kind]}, by {field} {way}"] = maker(
+                kind, (field, direction)
+            )
+    return out
+
+
 def query_classes(sample: Sample, rng: random.Random) -> dict[str, Callable[[], RoomQuery]]:
-    """Query classes, each a maker of queries with values drawn from the snapshot's sample."""
+    """The simpler query classes, each a maker of queries with values drawn from the snapshot's
+    sample."""
     queues, tags = list(sample.queues), list(sample.tags) or ["none"]
     agent_ids, agent_names = list(sample.agents), list(sample.agent_names) or list(sample.agents)
     visitors = list(sample.visitors) or ["none"]
@@ -149,6 +189,7 @@ def time_queries(
         out.append(
             {
                 "class": label,
+                "target": label.startswith(MIX_PREFIX),
                 "runs": runs,
                 "median_total": int(statistics.median(totals)),
                 "median_ms": statistics.median(wall),
@@ -165,11 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_arguments(parser, rooms=1_000_000)
     parser.add_argument("--runs", type=int, default=500, help="queries per class (500)")
     parser.add_argument(
-        "--events", type=int, help="feed events to time (default: rooms / 20, 5000..50000)"
+        "--events",
+        type=int,
+        default=200_000,
+        help="feed events to time (200000: the sort orders' buffers merge several times)",
     )
     args = parser.parse_args(argv)
     snapshot = args.snapshot or ensure_data(args.rooms, args.seed)[0]
-    events = args.events or min(50_000, max(5_000, args.rooms // 20))
+    events = args.events
     sample = sample_rooms(snapshot, args.rooms)
 
     gc.collect()
@@ -195,15 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"resident memory added: {added_kb / 1024:,.0f} MiB = {per_room:,.0f} B/room")
 
     log(f"timing queries ({args.runs} per class)")
-    figures["queries"] = time_queries(
-        store, query_classes(sample, random.Random(args.seed)), args.runs
-    )
+    rng = random.Random(args.seed)
+    classes = {**mix_classes(sample, rng), **query_classes(sample, rng)}
+    figures["queries"] = time_queries(store, classes, args.runs)
     print("\nwall = elapsed time; cpu = this thread's CPU time (excludes time the OS ran others)")
-    head = f"{'query class':<40}{'total':>10}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}"
+    head = f"{'query class':<80}{'total':>10}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}"
     print(f"{head}{'cpu p99 ms':>12}")
     for row in figures["queries"]:
         print(
-            f"{row['class']:<40}{row['median_total']:>10,}{row['median_ms']:>11.3f}"
+            f"{row['class']:<80}{row['median_total']:>10,}{row['median_ms']:>11.3f}"
             f"{row['p99_ms']:>9.3f}{row['max_ms']:>9.3f}{row['cpu_p99_ms']:>12.3f}"
         )
 
