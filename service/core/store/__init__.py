@@ -33,15 +33,18 @@ from typing import Any
 import orjson
 from pyroaring import BitMap
 
+from service.core.ejson import Date
 from service.core.query import SORTABLE_FIELDS, RoomQuery
 from service.core.store import bulk, check, page, plan
 from service.core.store.columns import Columns, date_paths, restore_dates
-from service.core.store.keys import NULL, value_at
+from service.core.store.keys import DICT_HI, NULL, value_at
 from service.core.store.names import NameIndex
 from service.core.store.orders import SortOrder
 from service.core.store.postings import DATE_FIELDS, Postings
 
 __all__ = ["Change", "RoomStore"]
+
+DATES = DICT_HI  # every date's code is above this, every other code below
 
 #: Fields whose values are mostly dictionary-coded (strings): their values live in a list.
 _DENSE = frozenset({"name", "fname", "queue", "direction", "servedBy.username", "v.username"})
@@ -58,6 +61,23 @@ class Change:
 
 def _dumps(room: dict[str, Any]) -> bytes:
     return orjson.dumps(room)
+
+
+_SCALARS = frozenset({str, int, float, type(None)})
+
+
+def _unchanged(new: Any, old: Any, order: SortOrder, slot: int) -> bool:
+    """Whether a field's new value surely has the code it had, judged from the old value read
+    back from the stored bytes (where a date is a plain string): equal scalars of one type,
+    a string that is a date exactly when the code says it was one."""
+    if new != old:
+        return False
+    kind = type(new)
+    if kind is Date:
+        return type(old) is str and int(order.code[slot]) >= DATES
+    if kind is not type(old) or kind not in _SCALARS:
+        return False
+    return kind is not str or int(order.code[slot]) < DATES
 
 
 class RoomStore:
@@ -175,8 +195,11 @@ class RoomStore:
             self.names.add(slot, room.get("name"))
         post = self.postings
         for field, parts, order, dated in self._fields:
+            value = value_at(room, parts)
+            if not fresh and _unchanged(value, value_at(old, parts), order, slot):
+                continue
             was = int(order.code[slot])
-            if order.set(slot, value_at(room, parts), fresh) and dated:
+            if order.set(slot, value, fresh) and dated:
                 post.move_date(field, slot, NULL if fresh else was, int(order.code[slot]))
         columns.put(slot, doc, date_paths(room))
         self.live.add(slot)
