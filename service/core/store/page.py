@@ -126,9 +126,11 @@ def _walk(
     cum = 0
     r0 = 0
     first_block = last_block = -1
+    counts: dict[int, int] = {}
     for k in seq:
         bm = blocks[k]
         c = len(bm) if every and not order.stale else bm.intersection_cardinality(placed)
+        counts[k] = c
         if first_block < 0 and cum + c > lo_rank:
             first_block, r0 = k, cum
         cum += c
@@ -140,16 +142,79 @@ def _walk(
         return sorted_window(store, found, keys, offset, need)
     n = len(order.main)
     lo, hi = min(first_block, last_block) * step, min(n, (max(first_block, last_block) + 1) * step)
-    if len(keys) > 1 or direction < 0:  # ties are reordered: take whole runs of equal codes
-        mcode = order.mcode
-        lo2 = int(np.searchsorted(mcode, mcode[lo], "left"))
-        hi2 = int(np.searchsorted(mcode, mcode[hi - 1], "right"))
-        before = order.main[lo2:lo] if direction > 0 else order.main[hi:hi2]
-        if len(before):
-            r0 -= placed.intersection_cardinality(to_bitmap(before))
-        lo, hi = lo2, hi2
-    extracted = to_bitmap(order.main[lo:hi]) & placed
+    if len(keys) == 1 and direction < 0:
+        extracted, r0 = _desc_runs(order, placed, counts, lo, hi, r0, reach)
+    else:
+        if len(keys) > 1:  # ties are reordered by the next keys: take whole runs
+            mcode = order.mcode
+            lo2 = int(np.searchsorted(mcode, mcode[lo], "left"))
+            hi2 = int(np.searchsorted(mcode, mcode[hi - 1], "right"))
+            before = order.main[lo2:lo] if direction > 0 else order.main[hi:hi2]
+            if len(before):
+                r0 -= placed.intersection_cardinality(to_bitmap(before))
+            lo, hi = lo2, hi2
+        extracted = to_bitmap(order.main[lo:hi]) & placed
     found = _slots(extracted)
     if len(head):
         found = np.concatenate([found, head])
     return sorted_window(store, found, keys, offset - r0, need)
+
+
+def _count(order: SortOrder, placed: BitMap, counts: dict[int, int], a: int, b: int) -> int:
+    """Placed matches in main positions [a, b), from the walk's block counts where whole."""
+    step = order.block
+    total = 0
+    k = a // step
+    while a < b:
+        end = min(b, (k + 1) * step)
+        if a == k * step and end == (k + 1) * step and k in counts:
+            total += counts[k]
+        else:
+            total += placed.intersection_cardinality(to_bitmap(order.main[a:end]))
+        a, k = end, k + 1
+    return total
+
+
+def _prefix(order: SortOrder, placed: BitMap, a: int, b: int, want: int) -> BitMap:
+    """The first ``want`` placed matches (at least) of main positions [a, b), in main order."""
+    step = order.block
+    end = a
+    got = 0
+    while end < b and got < want:
+        stop = min(b, (end // step + 1) * step)
+        bm = order.blocks[end // step]
+        if end == (end // step) * step and stop - end == len(bm):
+            got += bm.intersection_cardinality(placed)
+        else:
+            got += placed.intersection_cardinality(to_bitmap(order.main[end:stop]))
+        end = stop
+    return to_bitmap(order.main[a:end]) & placed
+
+
+def _desc_runs(
+    order: SortOrder,
+    placed: BitMap,
+    counts: dict[int, int],
+    lo: int,
+    hi: int,
+    r0: int,
+    reach: int,
+) -> tuple[BitMap, int]:
+    """A descending walk's extraction when equal codes stay in ascending _id order (their main
+    order): the runs of the range's first and last codes contribute only their first matches
+    in main order, never a whole run. Returns the slots and the rank of the first of them."""
+    mcode = order.mcode
+    top = int(mcode[hi - 1])
+    top_lo = int(np.searchsorted(mcode, top, "left"))
+    top_hi = int(np.searchsorted(mcode, top, "right"))
+    r0 -= _count(order, placed, counts, hi, top_hi)  # the top run's later slots came first
+    want = reach - r0
+    found = _prefix(order, placed, top_lo, top_hi, want)
+    if lo < top_lo:
+        bottom = int(mcode[lo])
+        bottom_lo = int(np.searchsorted(mcode, bottom, "left"))
+        bottom_hi = int(np.searchsorted(mcode, bottom, "right"))
+        if bottom_hi < top_lo:
+            found |= to_bitmap(order.main[bottom_hi:top_lo]) & placed
+        found |= _prefix(order, placed, bottom_lo, bottom_hi, want)
+    return found, r0
