@@ -282,6 +282,9 @@ def _rank_codes(rows: array[int], values: list[Any], codes: Rows) -> None:
         step = (hi - lo) // (len(distinct) + 1)
         code_of = {v: lo + rank * step for rank, v in enumerate(distinct, 1)}
         codes[at] = np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))
+        if 2 * len(distinct) < len(values):  # repeated values: keep one object of each
+            one = {v: v for v in distinct}
+            values[:] = map(one.__getitem__, values)
         return
     by_key: dict[tuple[int, Any], list[int]] = {}
     for i, v in enumerate(values):
