@@ -40,8 +40,11 @@ Codes = np.ndarray[Any, np.dtype[np.int64]]
 
 
 def to_bitmap(slots: np.ndarray[Any, Any]) -> BitMap:
-    """A BitMap of a numpy array of slots (the array.array path is the fast one)."""
-    return BitMap(array("I", np.ascontiguousarray(slots, dtype=np.uint32).tobytes()))
+    """A BitMap of a numpy array of slots. Sorted first (timsort: linear when they already
+    are): pyroaring builds from sorted input several times faster than from scattered slots,
+    and the array.array path is its fast one."""
+    ordered = np.sort(np.asarray(slots, dtype=np.uint32), kind="stable")
+    return BitMap(array("I", ordered.tobytes()))
 
 
 class SortOrder:
@@ -165,11 +168,12 @@ class SortOrder:
     def id_codes(self) -> Codes:
         return self.code if self.ids is None else self.ids.code
 
-    def build(self, main: Slots) -> None:
-        """Take ``main`` (every live slot, sorted by (code, id code)) as the merged part."""
+    def build(self, main: Slots, merged: BitMap | None = None) -> None:
+        """Take ``main`` (every live slot, sorted by (code, id code)) as the merged part;
+        ``merged``, when given, is its slots as a BitMap."""
         self.main = main
         self.mcode = self.code[main]
-        self.merged = to_bitmap(main)
+        self.merged = to_bitmap(main) if merged is None else merged
         self._blocks()
         self.pending = BitMap()
         self.stale = BitMap()
@@ -213,7 +217,8 @@ class SortOrder:
                     )
             main = np.insert(main, at, added)
             mcode = np.insert(mcode, at, pcode)
-        self.build(np.ascontiguousarray(main, dtype=np.uint32))
+        merged = (self.merged - self.stale) | self.pending
+        self.build(np.ascontiguousarray(main, dtype=np.uint32), merged)
 
     def maybe_merge(self) -> None:
         if self.buffered >= self.fold_at:
