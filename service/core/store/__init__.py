@@ -186,11 +186,12 @@ class RoomStore:
             if before == doc:
                 return False
             old = orjson.loads(before)
-            self.postings.discard(slot, old)
+            self.postings.update(slot, old, room)
             if value_at(old, ("name",)) != room.get("name"):
                 self.names.discard(slot)
             fresh = False
-        self.postings.add(slot, room)
+        if fresh:
+            self.postings.add(slot, room)
         if slot not in self.names.lows:
             self.names.add(slot, room.get("name"))
         post = self.postings

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from service.core.ejson import Date
 from service.core.store.keys import DATE0, value_at
 
 __all__ = ["DATE_FIELDS", "EQ_FIELDS", "Postings", "eq_keys"]
@@ -46,6 +47,16 @@ def eq_keys(value: Any) -> Iterable[str]:
     if type(value) is list:
         return {v for v in value if type(v) is str}
     return ()
+
+
+_EMPTY = BitMap()
+
+
+def _dated(value: Any) -> bool:
+    """Whether a value is or holds (in a list) a Date."""
+    if type(value) is list:
+        return any(isinstance(v, Date) for v in value)
+    return isinstance(value, Date)
 
 
 def day_of(code: int) -> int | None:
@@ -93,6 +104,39 @@ class Postings:
                         del index[key]
         self.opened.discard(slot)
         self.closed.discard(slot)
+
+    def update(self, slot: int, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """A stored room changed from ``old`` (read back from its bytes, dates as strings) to
+        ``new``: only the fields whose keys changed are touched. A field is left alone when its
+        value is equal, holds no date, and its keys already hold the slot (a date read back as
+        a string is never in a bitmap, so that test catches a date turned string)."""
+        for field, parts in _EQ_PARTS:
+            value = value_at(new, parts)
+            before = value_at(old, parts)
+            index = self.eq[field]
+            if before == value and not _dated(value):
+                keys = eq_keys(value)
+                if all(slot in index.get(k, _EMPTY) for k in keys):
+                    continue
+            for key in eq_keys(before):
+                bm = index.get(key)
+                if bm is not None:
+                    bm.discard(slot)
+                    if not bm:
+                        del index[key]
+            for key in eq_keys(value):
+                bm = index.get(key)
+                if bm is None:
+                    index[key] = BitMap((slot,))
+                else:
+                    bm.add(slot)
+        if ("open" in old) != ("open" in new):
+            if "open" in new:
+                self.closed.discard(slot)
+                self.opened.add(slot)
+            else:
+                self.opened.discard(slot)
+                self.closed.add(slot)
 
     def move_date(self, field: str, slot: int, old: int, new: int) -> None:
         """The slot's ``field`` code went from ``old`` to ``new`` (NULL or any code)."""
