@@ -24,6 +24,9 @@ from service.core.users import Directory
 from service.feed.checkpoint import (
     capture,
     find_checkpoint,
+    is_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
     manifest_position,
     write_checkpoint,
 )
@@ -239,13 +242,13 @@ class Replica:
     # -- loading -----------------------------------------------------------------------------
 
     def _candidates(self) -> list[Path]:
-        """Where to load from, best first: the checkpoint if its position is higher."""
-        checkpoint = find_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        """Where to load from, best first: the checkpoints any replica wrote (newest first) at
+        the snapshot's position or later, then the snapshot. A checkpoint at the snapshot's own
+        position holds the same state and loads in seconds."""
         order: list[Path] = []
-        if checkpoint is not None and (
-            self.snapshot is None or checkpoint[0] > manifest_position(self.snapshot)
-        ):
-            order.append(checkpoint[1])
+        if self.checkpoint_dir is not None:
+            floor = manifest_position(self.snapshot) if self.snapshot is not None else 0
+            order += [c.path for c in list_checkpoints(self.checkpoint_dir) if c.position >= floor]
         if self.snapshot is not None:
             order.append(self.snapshot)
         return order
@@ -261,7 +264,12 @@ class Replica:
         log.info("snapshot loading", extra={"snapshot": str(path)})
         reporter = asyncio.create_task(report_progress(progress, self.progress_interval))
         try:
-            result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
+            if path != self.snapshot and is_checkpoint(path):
+                store, users, result = await asyncio.to_thread(
+                    load_checkpoint, path, self.login_expiration_days, progress
+                )
+            else:
+                result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
         except SnapshotError as exc:
             log.error("snapshot load failed: %s", exc)
             return str(exc)
