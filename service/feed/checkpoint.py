@@ -10,7 +10,9 @@ position, when and where it was written, the counts, and every file with its siz
 Writing: into ``.tmp-checkpoint-<host>-<random>`` next to it, every file and the directory
 fsynced, ``manifest.json`` last, then renamed into place (atomic), and the parent fsynced: a
 crash while writing leaves no checkpoint behind, only a temporary directory that a later prune
-removes once it is an hour old (another replica may be writing it).
+removes once it is an hour old (another replica may be writing it). The answer bytes (most of a
+checkpoint) are append-only: a chunk file an earlier checkpoint holds is hard-linked rather than
+written again, so a checkpoint writes mostly what changed.
 
 Reading: :func:`list_checkpoints` lists the complete ones any replica wrote, newest first (by
 position, then by the time written); one whose format or version this service does not know is
@@ -279,8 +281,14 @@ def write_checkpoint(
     tmp = directory / f"{_TMP_PREFIX}{host}-{token}"
     target = directory / checkpoint_name(view.position, host, token)
     tmp.mkdir()
+    shared = {
+        name: found.path / name
+        for found in list_checkpoints(directory)
+        for name in found.manifest.get("files", {})
+        if name.startswith("arena-")
+    }
     try:
-        section = snapshot.save(view.store, tmp)
+        section = snapshot.save(view.store, tmp, shared.get)
         users = _write_jsonl_gz(tmp / "users.jsonl.gz", view.users, 1)
         permissions = _write_jsonl_gz(tmp / "permissions.jsonl.gz", view.permissions, 1)
         files = dict(section["files"])
@@ -316,6 +324,7 @@ def write_checkpoint(
             "position": view.position,
             "rooms": manifest["rooms"],
             "bytes": manifest["bytes"],
+            "linked_bytes": section["linked_bytes"],
             "path": str(target),
             "seconds": round(time.perf_counter() - started, 3),
         },

@@ -20,6 +20,7 @@ Slots are handed out in increasing order and never reused (a bulk build assigns 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +94,12 @@ _FIRST = 1 << 16
 @dataclass(frozen=True, slots=True)
 class ArenaView:
     """The arena's bytes as of a moment: ``ends[i]`` bytes of ``chunks[i]``. Those bytes are
-    never written again, so another thread may read them while the owner goes on."""
+    never written again, so another thread may read them while the owner goes on. ``tokens``
+    name the chunks: a chunk's first ``end`` bytes are the same wherever its token is."""
 
-    chunks: list[bytearray]
+    chunks: list[bytearray | bytes]
     ends: list[int]
+    tokens: list[str]
 
     def parts(self) -> list[memoryview]:
         """The written bytes of each chunk (views, no copies)."""
@@ -116,6 +119,7 @@ class Columns:
         "size",
         "slot_of",
         "start",
+        "tokens",
         "used",
         "views",
     )
@@ -123,9 +127,11 @@ class Columns:
     def __init__(self) -> None:
         self.ids: list[str | None] = []
         self.slot_of: dict[str, int] = {}
-        self.chunks: list[bytearray] = []
+        # Chunks loaded from a checkpoint are bytes (never written again), the others bytearrays.
+        self.chunks: list[bytearray | bytes] = []
         self.views: list[memoryview] = []  # one per chunk: slices without a copy
         self.ends: list[int] = []
+        self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
         self.start = np.empty(0, dtype=np.int64)
         self.size = np.empty(0, dtype=np.uint32)
         self.dates: list[DatePaths] = []
@@ -155,19 +161,22 @@ class Columns:
         self.slot_of[room_id] = slot
         return slot
 
-    def _add_chunk(self, chunk: bytearray, end: int) -> None:
+    def _add_chunk(self, chunk: bytearray | bytes, end: int, token: str | None = None) -> None:
         self.chunks.append(chunk)
         self.views.append(memoryview(chunk))
         self.ends.append(end)
+        self.tokens.append(token or secrets.token_hex(8))
 
     def _append(self, doc: bytes | memoryview) -> int:
         """Write ``doc`` after the last bytes written; its address. O(len(doc))."""
         n = len(doc)
-        if not self.chunks or self.ends[-1] + n > len(self.chunks[-1]):
+        chunk = self.chunks[-1] if self.chunks else b""
+        if not isinstance(chunk, bytearray) or self.ends[-1] + n > len(chunk):
             room = min(CHUNK, _FIRST << len(self.chunks))
-            self._add_chunk(bytearray(max(room, n)), 0)
+            chunk = bytearray(max(room, n))
+            self._add_chunk(chunk, 0)
         at = self.ends[-1]
-        self.chunks[-1][at : at + n] = doc  # same length: the chunk never moves
+        chunk[at : at + n] = doc  # same length: the chunk never moves
         self.ends[-1] = at + n
         self.used += n
         return (len(self.chunks) - 1) << SHIFT | at
@@ -209,7 +218,7 @@ class Columns:
 
     def view(self) -> ArenaView:
         """The arena as of now, for a reader in another thread. O(chunks)."""
-        return ArenaView(list(self.chunks), list(self.ends))
+        return ArenaView(list(self.chunks), list(self.ends), list(self.tokens))
 
     def compact(self) -> None:
         """Write the live bytes into new chunks, slots in order, and swap them in. O(arena).
@@ -217,7 +226,7 @@ class Columns:
         The old chunks are left as they are: views taken before still read them."""
         live = np.flatnonzero(self.size[: len(self.ids)]).tolist()
         views, start, size = self.views, self.start, self.size
-        self.chunks, self.views, self.ends = [], [], []
+        self.chunks, self.views, self.ends, self.tokens = [], [], [], []
         self.used = 0
         new_start = np.zeros_like(start)
         for s in live:
@@ -258,20 +267,23 @@ class Columns:
         ids: list[str | None],
         start: np.ndarray[Any, Any],
         size: np.ndarray[Any, Any],
-        chunks: list[bytearray],
+        chunks: list[bytearray | bytes],
         ends: list[int],
+        tokens: list[str],
         garbage: int,
     ) -> None:
         """Take a saved state (a checkpoint's) into empty columns. O(n)."""
         assert not self.ids, "restore needs empty columns"
         assert not self.chunks, "restore needs an empty arena"
         self.ids = ids
-        self.slot_of = {i: s for s, i in enumerate(ids) if i is not None}
+        slot_of: dict[str | None, int] = dict(zip(ids, range(len(ids)), strict=True))
+        slot_of.pop(None, None)  # freed slots
+        self.slot_of = slot_of  # type: ignore[assignment]
         self.dates = [_NO_DATES] * len(ids)
         self.start = np.array(start, dtype=np.int64)
         self.size = np.array(size, dtype=np.uint32)
-        for chunk, end in zip(chunks, ends, strict=True):
-            self._add_chunk(chunk, end)
+        for chunk, end, token in zip(chunks, ends, tokens, strict=True):
+            self._add_chunk(chunk, end, token)
         self.used = sum(ends)
         self.garbage = garbage
 
@@ -279,7 +291,9 @@ class Columns:
         assert len(self.slot_of) == sum(1 for i in self.ids if i is not None), "ids: count"
         for room_id, slot in self.slot_of.items():
             assert self.ids[slot] == room_id, f"ids: {room_id} at the wrong slot"
-        assert len(self.chunks) == len(self.views) == len(self.ends), "chunks: lists differ"
+        n = len(self.chunks)
+        assert len(self.views) == len(self.ends) == len(self.tokens) == n, "chunks: lists differ"
+        assert len(set(self.tokens)) == n, "chunks: a token twice"
         for chunk, end in zip(self.chunks, self.ends, strict=True):
             assert 0 <= end <= len(chunk), "chunks: written past the end"
         assert sum(self.ends) == self.used, "arena: bytes written miscounted"

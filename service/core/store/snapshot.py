@@ -31,10 +31,9 @@ Python work per distinct value or bitmap, never per room except C-level list bui
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ import orjson
 from pyroaring import BitMap
 
 from service.core.store.columns import ArenaView
+from service.core.store.keys import DICT_HI, NAN, NUM_MAX
 
 if TYPE_CHECKING:
     from service.core.store import RoomStore
@@ -68,6 +68,8 @@ class OrderImage:
     name: str
     code: Array
     main: Array
+    merged: BitMap  # main's slots and its blocks: replaced whole by every merge, never changed
+    blocks: list[BitMap]
     vals: list[Any] | dict[int, Any] | None  # None: the ids (the _id order's values)
 
 
@@ -89,6 +91,7 @@ class Image:
     bitmaps: dict[str, Family]
     lows: dict[int, str]
     orders: list[OrderImage]
+    block: int
 
 
 def _family(items: Iterable[tuple[Any, BitMap]]) -> Family:
@@ -137,7 +140,10 @@ def capture(store: RoomStore) -> Image:
             kept: list[Any] | dict[int, Any] | None = None  # the same as the ids
         else:
             kept = vals[:n] if isinstance(vals, list) else dict(vals)
-        orders.append(OrderImage(name, order.code[:n].copy(), order.main.copy(), kept))
+        code = order.code[:n].copy()
+        orders.append(
+            OrderImage(name, code, order.main.copy(), order.merged, list(order.blocks), kept)
+        )
     return Image(
         version=store.version,
         rooms=len(columns.slot_of),
@@ -149,6 +155,7 @@ def capture(store: RoomStore) -> Image:
         bitmaps=bitmaps,
         lows=names.lows.copy(),
         orders=orders,
+        block=store.block,
     )
 
 
@@ -158,9 +165,12 @@ def capture(store: RoomStore) -> Image:
 class _Writer:
     """Files of one saved store: each written whole, fsynced, and listed with its size."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, reuse: Callable[[str], Path | None]) -> None:
         self.directory = directory
+        self.reuse = reuse
         self.files: dict[str, int] = {}
+        self.arrays: dict[str, list[Any]] = {}  # name -> [dtype, length]
+        self.linked = 0
 
     def write(self, name: str, parts: Iterable[bytes | memoryview]) -> None:
         path = self.directory / name
@@ -171,63 +181,94 @@ class _Writer:
             os.fsync(out.fileno())
         self.files[name] = path.stat().st_size
 
+    def link_or_write(self, name: str, part: memoryview) -> None:
+        """A file whose name says its content: linked from an earlier checkpoint if one has
+        it (no bytes written), else written."""
+        source = self.reuse(name)
+        if source is not None:
+            try:
+                os.link(source, self.directory / name)
+            except OSError:
+                pass  # gone meanwhile, or no hard links on this volume: write it
+            else:
+                self.files[name] = len(part)
+                self.linked += len(part)
+                return
+        self.write(name, [part])
+
     def array(self, name: str, array: Array) -> None:
-        path = self.directory / f"{name}.npy"
-        with open(path, "wb") as out:
-            np.save(out, np.ascontiguousarray(array), allow_pickle=False)
-            out.flush()
-            os.fsync(out.fileno())
-        self.files[path.name] = path.stat().st_size
+        """Raw little-endian bytes; dtype and length go in the manifest."""
+        array = np.ascontiguousarray(array)
+        self.write(f"{name}.bin", [array.data.cast("B")])
+        self.arrays[name] = [array.dtype.str, len(array)]
 
     def values(self, name: str, values: list[Any]) -> None:
         """A list of JSON values (strings, None, numbers, lists, dicts)."""
-        self.write(f"strings-{name}.json", [_dump_values(values)])
+        self.write(f"values-{name}.json", [_dump_values(values)])
 
     def bitmaps(self, family: str, keys: list[Any], blobs: list[bytes]) -> None:
         ends = np.cumsum([len(b) for b in blobs], dtype=np.int64).tolist() if blobs else []
         self.write(f"bitmaps-{family}.bin", blobs)
         self.write(f"bitmaps-{family}.json", [orjson.dumps({"keys": keys, "ends": ends})])
 
-    def column(self, name: str, values: list[Any]) -> None:
-        """A value column: the distinct values once, an int32 index per entry."""
-        try:
-            distinct = list(dict.fromkeys(values))  # C speed when every value is hashable
-            position = {v: i for i, v in enumerate(distinct)}
-            index = np.fromiter(map(position.__getitem__, values), np.int32, len(values))
-        except TypeError:  # lists or dicts among the values: by their canonical JSON
-            keys = [_hashable(v) for v in values]
-            first = dict(zip(keys, values, strict=True))
-            spot = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-            distinct = list(first.values())
-            index = np.fromiter(map(spot.__getitem__, keys), np.int32, len(keys))
+    def column(self, name: str, slots: Array, codes: Array, value: Callable[[int], Any]) -> None:
+        """The values of ``slots`` (``value(slot)``, their codes ``codes``): each distinct value
+        once (values of equal order code are equal: one stands for all), an index per slot."""
+        _, first, index = np.unique(codes, return_index=True, return_inverse=True)
+        distinct = list(map(value, slots[first].tolist()))
         self.values(name, distinct)
-        self.array(f"{name}-index", index)
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return (type(value).__name__, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
-    return value
+        self.array(f"{name}-slots", slots.astype(np.uint32))
+        self.array(f"{name}-index", index.astype(np.int32))
 
 
 def _dump_values(values: list[Any]) -> bytes:
-    if all(type(v) is str for v in values):
+    if set(map(type, values)) <= {str, type(None)}:
         return orjson.dumps(values)
     # Exact for every value a room can hold: bools, ints beyond 64 bits, non-finite floats.
     return json.dumps(values, ensure_ascii=False).encode()
 
 
-def save(image: Image, directory: Path) -> dict[str, Any]:
+def _dictionary_coded(code: Array) -> Array:
+    """Which codes are dictionary codes (the slot's value is in ``vals``)."""
+    return ((code > NAN) & (code < -NUM_MAX)) | ((code > NUM_MAX) & (code < DICT_HI))
+
+
+def _never(name: str) -> Path | None:
+    return None
+
+
+def save(
+    image: Image, directory: Path, reuse: Callable[[str], Path | None] = _never
+) -> dict[str, Any]:
     """Write ``image`` into ``directory`` (existing, empty); the section of the manifest that
-    describes it (counts, chunks, files with sizes). Blocking: run it in a worker thread.
-    Every file is fsynced; the caller fsyncs the directory and renames it into place."""
-    out = _Writer(directory)
-    out.write("arena.bin", image.arena.parts())
+    describes it (counts, chunks, arrays, files with sizes). Blocking: run it in a thread.
+
+    Arena chunks go to files named by chunk token and length (``arena-<token>-<end>.bin``):
+    ``reuse(name)`` may give an earlier checkpoint's file of that name, which is hard-linked
+    instead of written again (the bulk of the bytes, unchanged since). Every file written is
+    fsynced; the caller fsyncs the directory and renames it into place."""
+    out = _Writer(directory, reuse)
+    arena = image.arena
+    chunks = []
+    for part, end, token, chunk in zip(
+        arena.parts(), arena.ends, arena.tokens, arena.chunks, strict=True
+    ):
+        name = f"arena-{token}-{end}.bin"
+        out.link_or_write(name, part)
+        chunks.append({"file": name, "token": token, "capacity": len(chunk), "end": end})
     out.array("start", image.start)
     out.array("size", image.size)
     out.values("ids", image.ids)
     for family, (keys, blobs) in image.bitmaps.items():
         out.bitmaps(family, keys, blobs)
+    out.bitmaps(
+        "merged",
+        *_family(
+            ((order.name, i), bm)
+            for order in image.orders
+            for i, bm in enumerate([order.merged, *order.blocks])
+        ),
+    )
     lows = image.lows
     out.array("lows-slots", np.fromiter(lows.keys(), np.uint32, len(lows)))
     out.values("lows", list(lows.values()))
@@ -240,22 +281,25 @@ def save(image: Image, directory: Path) -> dict[str, Any]:
             kind = "ids"
         elif isinstance(vals, dict):
             kind = "sparse"
-            out.array(f"order-{i}-slots", np.fromiter(vals.keys(), np.uint32, len(vals)))
-            out.column(f"order-{i}-vals", list(vals.values()))
+            slots = np.fromiter(vals.keys(), np.int64, len(vals))
+            out.column(f"order-{i}-vals", slots, order.code[slots], vals.__getitem__)
         else:
             kind = "dense"
-            out.column(f"order-{i}-vals", vals)
+            slots = np.flatnonzero(_dictionary_coded(order.code))
+            out.column(f"order-{i}-vals", slots, order.code[slots], vals.__getitem__)
         orders.append({"name": order.name, "vals": kind})
-    arena = image.arena
     return {
         "version": VERSION,
         "rooms": image.rooms,
         "slots": len(image.ids),
         "store_version": image.version,
+        "block": image.block,
         "garbage": image.garbage,
-        "chunks": [[len(c), e] for c, e in zip(arena.chunks, arena.ends, strict=True)],
+        "chunks": chunks,
         "orders": orders,
+        "arrays": out.arrays,
         "files": out.files,
+        "linked_bytes": out.linked,
     }
 
 
@@ -265,10 +309,11 @@ def save(image: Image, directory: Path) -> dict[str, Any]:
 class _Reader:
     def __init__(self, directory: Path, section: dict[str, Any]) -> None:
         self.directory = directory
-        files = section.get("files")
-        if not isinstance(files, dict):
+        files, arrays = section.get("files"), section.get("arrays")
+        if not isinstance(files, dict) or not isinstance(arrays, dict):
             raise FormatError("no file list")
         self.files: dict[str, int] = files
+        self.arrays: dict[str, list[Any]] = arrays
         for name, size in files.items():
             try:
                 found = (directory / name).stat().st_size
@@ -282,70 +327,74 @@ class _Reader:
             raise FormatError(f"{name}: not in the manifest")
         return self.directory / name
 
-    def bytes(self, name: str) -> bytes:
+    def read_bytes(self, name: str) -> bytes:
         return self.path(name).read_bytes()
 
     def array(self, name: str, dtype: Any) -> Array:
-        array: Array = np.load(self.path(f"{name}.npy"), allow_pickle=False)
-        if array.dtype != dtype or array.ndim != 1:
-            raise FormatError(f"{name}.npy: {array.dtype} {array.shape}, not 1-d {dtype}")
+        """A writable array (the store may change it)."""
+        saved, length = self.arrays[name]
+        if np.dtype(saved) != np.dtype(dtype):
+            raise FormatError(f"{name}: {saved}, not {np.dtype(dtype).str}")
+        array: Array = np.fromfile(self.path(f"{name}.bin"), dtype=np.dtype(saved))
+        if len(array) != length:
+            raise FormatError(f"{name}.bin: {len(array)} entries, the manifest says {length}")
         return array
 
     def values(self, name: str) -> list[Any]:
-        raw = self.bytes(f"strings-{name}.json")
+        raw = self.read_bytes(f"values-{name}.json")
         try:
             values = orjson.loads(raw)
         except orjson.JSONDecodeError:  # written by the json module (non-finite floats)
             values = json.loads(raw)
         if not isinstance(values, list):
-            raise FormatError(f"strings-{name}.json: not a list")
+            raise FormatError(f"values-{name}.json: not a list")
         return values
 
     def bitmaps(self, family: str) -> list[tuple[Any, BitMap]]:
-        index = orjson.loads(self.bytes(f"bitmaps-{family}.json"))
-        blob = memoryview(self.bytes(f"bitmaps-{family}.bin"))
+        index = orjson.loads(self.read_bytes(f"bitmaps-{family}.json"))
+        blob = memoryview(self.read_bytes(f"bitmaps-{family}.bin"))
         keys, ends = index["keys"], index["ends"]
         if len(keys) != len(ends) or (ends and ends[-1] != len(blob)):
             raise FormatError(f"bitmaps-{family}: index and blob disagree")
-        out = []
-        begin = 0
         deserialize = BitMap.deserialize
-        for key, end in zip(keys, ends, strict=True):
-            out.append((key, deserialize(blob[begin:end])))  # type: ignore[arg-type]
-            begin = end
-        return out
+        starts = [0, *ends[:-1]] if ends else []
+        return [
+            (key, deserialize(blob[a:b]))  # type: ignore[arg-type]
+            for key, a, b in zip(keys, starts, ends, strict=True)
+        ]
 
-    def column(self, name: str, length: int) -> list[Any]:
+    def column(self, name: str) -> tuple[Array, Array]:
+        """(slots, their values as an object array)."""
         distinct = self.values(name)
+        slots = self.array(f"{name}-slots", np.uint32)
         index = self.array(f"{name}-index", np.int32)
-        if len(index) != length:
-            raise FormatError(f"{name}: {len(index)} entries, expected {length}")
+        if len(index) != len(slots):
+            raise FormatError(f"{name}: {len(index)} values for {len(slots)} slots")
         if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(distinct)):
             raise FormatError(f"{name}: index out of range")
-        return list(map(distinct.__getitem__, index.tolist()))
+        table = np.empty(len(distinct), dtype=object)
+        for i, value in enumerate(distinct):  # (np.array would unpack lists)
+            table[i] = value
+        return slots, table[index]
 
-    def arena(self, chunks: list[list[int]]) -> tuple[list[bytearray], list[int]]:
-        out: list[bytearray] = []
+    def arena(self, chunks: list[dict[str, Any]]) -> tuple[list[bytearray | bytes], list[int]]:
+        out: list[bytearray | bytes] = []
         ends: list[int] = []
-        with open(self.path("arena.bin"), "rb") as f:
-            for i, (capacity, end) in enumerate(chunks):
-                last = i == len(chunks) - 1
-                chunk = bytearray(capacity if last else end)
-                if _read_into(f, memoryview(chunk)[:end]) != end:
-                    raise FormatError("arena.bin: shorter than its chunks")
-                out.append(chunk)
-                ends.append(end)
+        for i, chunk in enumerate(chunks):
+            capacity, end = int(chunk["capacity"]), int(chunk["end"])
+            path = self.path(chunk["file"])
+            if i == len(chunks) - 1 and capacity > end:  # the chunk appends go on into
+                data: bytearray | bytes = bytearray(capacity)
+                with open(path, "rb") as f:
+                    got = f.readinto(memoryview(data)[:end])
+            else:
+                data = path.read_bytes()  # never written again: no zero-filled copy
+                got = len(data)
+            if got != end:
+                raise FormatError(f"{chunk['file']}: {got} bytes, not {end}")
+            out.append(data)
+            ends.append(end)
         return out, ends
-
-
-def _read_into(f: io.BufferedReader, view: memoryview) -> int:
-    got = 0
-    while got < len(view):
-        n = f.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
 
 
 def load(
@@ -385,7 +434,8 @@ def _load(
     if not len(ids) == len(start) == len(size) == n:
         raise FormatError("ids, start and size differ in length")
     chunks, ends = read.arena(section["chunks"])
-    store.columns.restore(ids, start, size, chunks, ends, int(section["garbage"]))
+    tokens = [c["token"] for c in section["chunks"]]
+    store.columns.restore(ids, start, size, chunks, ends, tokens, int(section["garbage"]))
     if len(store.columns.slot_of) != section["rooms"]:
         raise FormatError("ids: rooms miscounted")
     sets = dict(read.bitmaps("sets"))
@@ -402,29 +452,40 @@ def _load(
     lows = read.values("lows")
     names.lows = dict(zip(read.array("lows-slots", np.uint32).tolist(), lows, strict=True))
     buffers = {tuple(k): bm for k, bm in read.bitmaps("buffers")}
+    merged: dict[str, list[BitMap]] = {}
+    for (name, _), bm in read.bitmaps("merged"):
+        merged.setdefault(name, []).append(bm)
     saved = section["orders"]
     if [o["name"] for o in saved] != list(store.orders):
         raise FormatError("sort orders differ from this version's")
     for i, (name, order) in enumerate(store.orders.items()):
-        order.code = read.array(f"order-{i}-code", np.int64).copy()  # the store writes it
+        order.code = read.array(f"order-{i}-code", np.int64)
         if len(order.code) != n:
             raise FormatError(f"order {name}: {len(order.code)} codes, expected {n}")
         kind = saved[i]["vals"]
         if kind == "ids":
             order.vals = list(ids)
         elif kind == "dense":
-            order.vals = read.column(f"order-{i}-vals", n)
+            slots, values = read.column(f"order-{i}-vals")
+            dense = np.full(n, None, dtype=object)
+            dense[slots] = values
+            order.vals = dense.tolist()
         else:
-            slots = read.array(f"order-{i}-slots", np.uint32).tolist()
-            order.vals = dict(zip(slots, read.column(f"order-{i}-vals", len(slots)), strict=True))
+            slots, values = read.column(f"order-{i}-vals")
+            order.vals = dict(zip(slots.tolist(), values.tolist(), strict=True))
         if isinstance(order.vals, list) is not order.dense:
             raise FormatError(f"order {name}: values saved as {kind}")
+    same_blocks = section["block"] == block_size
     for i, (name, order) in enumerate(store.orders.items()):  # codes first: ties need _id's
         main = read.array(f"order-{i}-main", np.uint32)
         order.pending, order.stale = buffers[(name, "pending")], buffers[(name, "stale")]
         order.main, order.mcode = main, order.code[main]
         if order.pending or order.stale:
-            order.merge()
+            order.merge()  # a buffer left at capture: folded in now
+        elif same_blocks:  # what build(main) would compute, as saved
+            order.merged, *order.blocks = merged[name]
+            order.shadow = {}
+            order.coder.clear_recent()
         else:
             order.build(main)
     store.version = int(section["store_version"])
