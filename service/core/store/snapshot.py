@@ -9,21 +9,26 @@ applied.
 
 Files (every one listed with its size in the section :func:`save` returns):
 
-- ``<name>.npy``: numpy arrays (slot columns ``start``/``size``, each order's ``code`` and
-  ``main``, and the index arrays of the value columns below), read back with ``np.load``;
-- ``arena.bin``: the written bytes of each arena chunk, one after the other (chunk capacities
-  and written lengths in the section), so every saved address stays valid;
+- ``<name>.bin`` for numpy arrays (slot columns ``start``/``size``, each order's ``code`` and
+  ``main``, the index arrays of the value columns below): raw bytes, dtype and length in the
+  section, read back with ``np.fromfile`` (writable: the store goes on changing them);
+- ``arena-<token>-<end>.bin``: the written bytes of each arena chunk, so every saved address
+  stays valid; named by the chunk's token and length, which fix its content, so that a later
+  checkpoint hard-links the file instead of writing it again;
 - ``bitmaps-<family>.bin`` + ``bitmaps-<family>.json``: pyroaring's portable serialization of
-  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``buffers``),
-  one after the other, and the family's keys and end offsets;
-- ``strings-<name>.json``: lists of strings and other JSON values (orjson; the rare values
-  JSON cannot hold exactly, such as non-finite floats, through the standard json module);
-- value columns (an order's ``vals``): the distinct values once, and per slot an int32 index.
+  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``buffers``, and
+  ``merged``: each order's merged slots and block bitmaps), and the family's keys and ends;
+- ``values-<name>.json``: lists of strings and other JSON values (orjson; the rare values JSON
+  cannot hold exactly, such as non-finite floats, through the standard json module);
+- value columns (an order's ``vals``): the distinct values once (by order code: equal codes,
+  equal values), and per slot holding one an int32 index.
 
 Derived parts are rebuilt on load rather than saved: ``slot_of`` from ``ids``, each order's
-``mcode`` (``code[main]``), ``merged`` and per-block bitmaps (:meth:`SortOrder.build`). Buffers
-of recent changes are saved as they are (``main`` plus the ``pending`` and ``stale`` bitmaps)
-and merged on load, so that capture need not merge on the event loop.
+``mcode`` (``code[main]``). Buffers of recent changes are saved as they are (``main`` plus the
+``pending`` and ``stale`` bitmaps) and merged on load (:meth:`SortOrder.merge`), so that capture
+need not merge on the event loop; an order without one takes its saved block bitmaps as
+:meth:`SortOrder.build` would compute them (rebuilt when the block size differs). Capture holds
+``merged`` and ``blocks`` by reference: a merge replaces them whole, never changes them.
 
 Complexity: capture O(n) memory copies plus O(bitmaps); save and load O(size of the state), with
 Python work per distinct value or bitmap, never per room except C-level list building.
