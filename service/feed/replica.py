@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,9 @@ from service.core.users import Directory
 from service.feed.checkpoint import (
     capture,
     find_checkpoint,
+    is_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
     manifest_position,
     write_checkpoint,
 )
@@ -138,6 +142,9 @@ class Replica:
         self._since_checkpoint = 0
         self._checkpoint_due = asyncio.Event()
         self._checkpoint_lock = asyncio.Lock()
+        self._writing: asyncio.Future[Path] | None = None
+        #: set by a healed gap: checkpoints above the new position are of the feed before it
+        self._supersede = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -239,13 +246,13 @@ class Replica:
     # -- loading -----------------------------------------------------------------------------
 
     def _candidates(self) -> list[Path]:
-        """Where to load from, best first: the checkpoint if its position is higher."""
-        checkpoint = find_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        """Where to load from, best first: the checkpoints any replica wrote (newest first) at
+        the snapshot's position or later, then the snapshot. A checkpoint at the snapshot's own
+        position holds the same state and loads in seconds."""
         order: list[Path] = []
-        if checkpoint is not None and (
-            self.snapshot is None or checkpoint[0] > manifest_position(self.snapshot)
-        ):
-            order.append(checkpoint[1])
+        if self.checkpoint_dir is not None:
+            floor = manifest_position(self.snapshot) if self.snapshot is not None else 0
+            order += [c.path for c in list_checkpoints(self.checkpoint_dir) if c.position >= floor]
         if self.snapshot is not None:
             order.append(self.snapshot)
         return order
@@ -261,7 +268,12 @@ class Replica:
         log.info("snapshot loading", extra={"snapshot": str(path)})
         reporter = asyncio.create_task(report_progress(progress, self.progress_interval))
         try:
-            result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
+            if path != self.snapshot and is_checkpoint(path):
+                store, users, result = await asyncio.to_thread(
+                    load_checkpoint, path, self.login_expiration_days, progress
+                )
+            else:
+                result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
         except SnapshotError as exc:
             log.error("snapshot load failed: %s", exc)
             return str(exc)
@@ -322,6 +334,10 @@ class Replica:
             gc.collect()
             gc.freeze()
             self._publish(path, loaded, manifest)
+            if path == self.snapshot and self.checkpoint_dir is not None:
+                # A checkpoint soon: the next replica (or restart) loads it in seconds, and
+                # later checkpoints link its answer bytes instead of writing them again.
+                self._checkpoint_due.set()
             return
 
     # -- following ---------------------------------------------------------------------------
@@ -477,6 +493,7 @@ class Replica:
         self._since_checkpoint = 0
         if self.checkpoint_dir is not None:
             self._checkpoint_due.set()  # a restart should resume from the new state
+            self._supersede = True  # and never from a checkpoint of the feed before the gap
         log.info(
             "feed gap healed: following the feed from position %d",
             self.position,
@@ -530,6 +547,9 @@ class Replica:
         """Stop following and write a final checkpoint (when a checkpoint directory is set)."""
         self.stopping = True
         await self._cancel_tasks()
+        writing = self._writing
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])  # a periodic checkpoint the cancel interrupted
         await self.checkpoint()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -554,10 +574,21 @@ class Replica:
             try:
                 existing = find_checkpoint(self.checkpoint_dir)
                 if existing is not None and existing[0] == position:
-                    return existing[1]  # nothing new since (or loaded from) that checkpoint
+                    # nothing new since that checkpoint (ours, or one another replica wrote)
+                    self.checkpoint_position = position
+                    self.last_checkpoint = existing[1]
+                    return existing[1]
                 view = capture(self.store, self.users, position)
                 self._since_checkpoint = 0
-                path = await asyncio.to_thread(write_checkpoint, view, self.checkpoint_dir)
+                # Shielded: a cancelled caller (stop() ends the periodic task) leaves the write
+                # to finish, and stop() waits for it before its own.
+                self._writing = asyncio.ensure_future(
+                    asyncio.to_thread(write_checkpoint, view, self.checkpoint_dir)
+                )
+                path = await asyncio.shield(self._writing)
+                if self._supersede:
+                    self._supersede = False
+                    await asyncio.to_thread(_drop_above, self.checkpoint_dir, position)
             except OSError as exc:
                 self.checkpoint_failures += 1
                 log.error("checkpoint at position %d failed: %s", position, exc)
@@ -569,6 +600,13 @@ class Replica:
             self.checkpoint_position = view.position
             self.last_checkpoint = path
             return path
+
+
+def _drop_above(directory: Path, position: int) -> None:
+    """Remove the checkpoints past ``position`` (taken from a feed that a gap replaced)."""
+    for found in list_checkpoints(directory):
+        if found.position > position:
+            shutil.rmtree(found.path, ignore_errors=True)
 
 
 def _manifest_signature(snapshot: Path) -> tuple[int, int, int] | None:

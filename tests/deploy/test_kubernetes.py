@@ -203,8 +203,15 @@ def test_volumes_match_the_settings() -> None:
     snapshot = mounts[config()["VOIP_ROOMS_SNAPSHOT"]]
     assert snapshot["readOnly"] is True
     claim = volumes[snapshot["name"]]["persistentVolumeClaim"]
-    assert claim["claimName"] == resource("PersistentVolumeClaim")["metadata"]["name"]
-    assert "emptyDir" in volumes[mounts[config()["VOIP_ROOMS_CHECKPOINT_DIR"]]["name"]]
+    assert resource("PersistentVolumeClaim", claim["claimName"])
+    # Checkpoints: one volume every replica writes and reads (the newest any replica wrote).
+    checkpoints = mounts[config()["VOIP_ROOMS_CHECKPOINT_DIR"]]
+    assert not checkpoints.get("readOnly", False)
+    shared = volumes[checkpoints["name"]]["persistentVolumeClaim"]
+    assert not shared.get("readOnly", False)
+    pvc = resource("PersistentVolumeClaim", shared["claimName"])
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert shared["claimName"] != claim["claimName"]
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
 
 

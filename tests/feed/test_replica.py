@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,10 @@ import pytest
 
 from service.core.ejson import Date
 from service.core.query import DateRange, RoomQuery
+from service.core.store import RoomStore
+from service.core.users import Directory
 from service.feed import checkpoint as checkpoint_module
-from service.feed.checkpoint import find_checkpoint, write_checkpoint
+from service.feed.checkpoint import find_checkpoint, list_checkpoints, write_checkpoint
 from service.feed.replica import Replica
 from tests.factories import make_room, make_user, write_snapshot
 from tests.feed.support import eventually, jsonl, room_event
@@ -112,9 +116,8 @@ async def test_checkpoint_restart_resumes_at_its_position(tmp_path: Path) -> Non
     assert found[0] == 3
     manifest = orjson.loads((found[1] / "manifest.json").read_bytes())
     assert manifest["position"] == 3
-    lines = gzip.decompress((found[1] / "rooms.jsonl.gz").read_bytes()).splitlines()
-    assert len(lines) == 8
-    assert orjson.loads(lines[0])["ts"] == {"$date": "2023-11-14T22:13:20.000Z"}
+    assert manifest["format"] == "voip-rooms-checkpoint"
+    assert manifest["rooms"] == 8
 
     # meanwhile the feed moved on; a restart loads the checkpoint, not the older snapshot
     with feed.open("ab") as out:
@@ -140,7 +143,8 @@ async def test_checkpoint_restart_resumes_at_its_position(tmp_path: Path) -> Non
     found = find_checkpoint(checkpoints)
     assert found is not None
     assert found[0] == 5
-    assert len(list(checkpoints.iterdir())) == 1  # the older one was removed
+    # the older one stays a while: another replica may be loading it right now
+    assert [c.position for c in list_checkpoints(checkpoints)] == [5, 3]
 
 
 async def test_snapshot_newer_than_checkpoint_wins(tmp_path: Path) -> None:
@@ -225,28 +229,61 @@ async def test_crash_while_writing_keeps_the_previous_checkpoint(
 
 def test_leftover_temporary_directory_is_ignored_and_removed(tmp_path: Path) -> None:
     checkpoints = tmp_path / "checkpoints"
-    (checkpoints / ".tmp-checkpoint-crashed").mkdir(parents=True)
-    (checkpoints / ".tmp-checkpoint-crashed" / "rooms.jsonl.gz").write_bytes(b"partial")
+    crashed = checkpoints / ".tmp-checkpoint-other-pod-1234"
+    crashed.mkdir(parents=True)
+    (crashed / "arena.bin").write_bytes(b"partial")
+    writing = checkpoints / ".tmp-checkpoint-other-pod-5678"  # another replica, writing now
+    writing.mkdir()
+    hours_ago = time.time() - 2 * 3600
+    os.utime(crashed, (hours_ago, hours_ago))
     assert find_checkpoint(checkpoints) is None
-    view = checkpoint_module.CheckpointView(7, list, [], [])
+    view = checkpoint_module.capture(RoomStore(), Directory(), 7)
     path = write_checkpoint(view, checkpoints)
-    assert [p.name for p in checkpoints.iterdir()] == [path.name]
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted([path.name, writing.name])
 
 
-async def test_damaged_checkpoint_falls_back_to_the_snapshot(tmp_path: Path) -> None:
+def write_store_checkpoint(directory: Path, position: int, room_ids: list[str]) -> Path:
+    store = RoomStore()
+    store.bulk_load([make_room(i) for i in room_ids])
+    return write_checkpoint(checkpoint_module.capture(store, Directory(), position), directory)
+
+
+async def test_damaged_checkpoint_falls_back_to_the_next_then_the_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     checkpoints = tmp_path / "checkpoints"
-    damaged = checkpoints / "checkpoint-000000000009"
-    damaged.mkdir(parents=True)
-    (damaged / "rooms.jsonl.gz").write_bytes(b"not gzip at all")
-    (damaged / "manifest.json").write_bytes(b'{"position": 9}')
+    good = write_store_checkpoint(checkpoints, 5, ["c1", "c2"])
+    damaged = write_store_checkpoint(checkpoints, 9, ["c1", "c2", "c3"])
+    [arena] = damaged.glob("arena-*.bin")
+    arena.write_bytes(arena.read_bytes()[:-1])
+    older_format = checkpoints / "checkpoint-000000000012"
+    older_format.mkdir()
+    (older_format / "rooms.jsonl.gz").write_bytes(b"not gzip at all")
+    (older_format / "manifest.json").write_bytes(b'{"position": 12}')
     snap = snapshot(tmp_path, position=3)
     replica = Replica(snap, checkpoint_dir=checkpoints)
     task = asyncio.create_task(replica.run())
-    # The damaged checkpoint's error shows first; the snapshot loads after it.
+    await eventually(lambda: replica.ready, what="ready from the older checkpoint")
+    assert replica.loaded_from == good
+    assert replica.position == 5
+    assert sorted(orjson.loads(b)["_id"] for b in replica.store.iter_rooms()) == ["c1", "c2"]
+    assert "damaged checkpoint" in caplog.text
+    assert arena.name in caplog.text
+    assert "checkpoint ignored" in caplog.text  # the older format, with a warning
+    await finish(replica, task)
+
+    # without a loadable checkpoint at or past its position, the snapshot
+    for path in checkpoints.iterdir():
+        if path.name.startswith("checkpoint-") and path != damaged:
+            shutil.rmtree(path)
+    replica = Replica(snap, checkpoint_dir=checkpoints)
+    task = asyncio.create_task(replica.run())
     await eventually(lambda: replica.ready, what="ready from the snapshot")
     assert replica.loaded_from == snap
     assert replica.position == 3
-    await finish(replica, task)
+    replica.stopping = True
+    await replica._cancel_tasks()
+    await task
 
 
 async def test_gap_while_serving_survives_a_broken_snapshot_then_heals(tmp_path: Path) -> None:
@@ -296,10 +333,13 @@ async def test_gap_while_serving_survives_a_broken_snapshot_then_heals(tmp_path:
         assert replica.store.get("m1") is not None
         assert replica.users.user("u9") is not None
         assert replica.users.user("u1") is None
+
         # the next checkpoint holds the new state
-        await eventually(lambda: replica.last_checkpoint is not None, what="checkpoint")
-        found = find_checkpoint(checkpoints)
-        assert found is not None
-        assert found[0] <= 1
+        # (and the one written before the gap, at position 2 of the old feed, is gone)
+        def newest() -> int | None:
+            found = find_checkpoint(checkpoints)
+            return None if found is None else found[0]
+
+        await eventually(lambda: newest() in (0, 1), what="the new state's checkpoint")
     finally:
         await finish(replica, task)

@@ -1,10 +1,18 @@
 """Slots and the answer-bytes arena: each room's id, its orjson bytes, and its date paths.
 
 A room lives in an int *slot*. ``ids[slot]`` is its ``_id`` (None once freed) and
-``slot_of`` the reverse map. Its answer bytes (orjson, dates as ISO strings) live in one
-``arena`` (a bytearray) at ``start[slot]`` for ``size[slot]`` bytes: a page is a few slices of
-one buffer, not one Python object per room. A changed room appends its new bytes; the old ones
-become garbage, and :meth:`Columns.compact` rewrites the arena once garbage passes half of it.
+``slot_of`` the reverse map. Its answer bytes (orjson, dates as ISO strings) live in the arena
+at *address* ``start[slot]`` for ``size[slot]`` bytes: a page is a few slices of a few buffers,
+not one Python object per room.
+
+The arena is a list of ``chunks``, each a bytearray allocated at its full size and never
+resized; ``ends[i]`` bytes of chunk ``i`` are written. An address is ``chunk << SHIFT |
+position``. A room's bytes are written once by slice assignment into the last chunk (a new chunk
+when they do not fit: 64 KiB, doubling up to ``CHUNK``) and never move: so a checkpoint writer
+in another thread may read ``chunks[:k]`` up to the ``ends`` it captured while the event loop
+goes on appending (:meth:`Columns.view`). A changed room appends its new bytes; the old ones
+become garbage, and :meth:`Columns.compact` writes the live bytes into new chunks (and swaps the
+list) once garbage passes half of what was written.
 
 Slots are handed out in increasing order and never reused (a bulk build assigns them in
 ``ts`` order, so date ranges on ``ts`` are mostly runs of consecutive slots).
@@ -12,6 +20,8 @@ Slots are handed out in increasing order and never reused (a bulk build assigns 
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +29,16 @@ import orjson
 
 from service.core.ejson import Date
 
-__all__ = ["Columns", "DatePaths", "date_paths", "restore_dates", "shared_paths"]
+__all__ = [
+    "CHUNK",
+    "SHIFT",
+    "ArenaView",
+    "Columns",
+    "DatePaths",
+    "date_paths",
+    "restore_dates",
+    "shared_paths",
+]
 
 DatePaths = tuple[tuple[str | int, ...], ...]
 _NO_DATES: DatePaths = ()
@@ -78,18 +97,59 @@ def restore_dates(doc: Any, paths: DatePaths) -> Any:
     return doc
 
 
-class Columns:
-    """Slots, ids and answer bytes; see the module docstring. Not thread-safe."""
+#: An address is ``chunk << SHIFT | position``.
+SHIFT = 32
+_POS = (1 << SHIFT) - 1
+#: Chunks grow from _FIRST bytes, doubling, up to CHUNK (a room larger gets a chunk its size).
+CHUNK = 1 << 26
+_FIRST = 1 << 16
 
-    __slots__ = ("arena", "dates", "garbage", "ids", "size", "slot_of", "start")
+
+@dataclass(frozen=True, slots=True)
+class ArenaView:
+    """The arena's bytes as of a moment: ``ends[i]`` bytes of ``chunks[i]``. Those bytes are
+    never written again, so another thread may read them while the owner goes on. ``tokens``
+    name the chunks: a chunk's first ``end`` bytes are the same wherever its token is."""
+
+    chunks: list[bytearray | bytes]
+    ends: list[int]
+    tokens: list[str]
+
+    def parts(self) -> list[memoryview]:
+        """The written bytes of each chunk (views, no copies)."""
+        return [memoryview(c)[:e] for c, e in zip(self.chunks, self.ends, strict=True)]
+
+
+class Columns:
+    """Slots, ids and answer bytes; see the module docstring. Not thread-safe, except that an
+    :class:`ArenaView` may be read in another thread."""
+
+    __slots__ = (
+        "chunks",
+        "dates",
+        "ends",
+        "garbage",
+        "ids",
+        "size",
+        "slot_of",
+        "start",
+        "tokens",
+        "used",
+        "views",
+    )
 
     def __init__(self) -> None:
         self.ids: list[str | None] = []
         self.slot_of: dict[str, int] = {}
-        self.arena = bytearray()
+        # Chunks loaded from a checkpoint are bytes (never written again), the others bytearrays.
+        self.chunks: list[bytearray | bytes] = []
+        self.views: list[memoryview] = []  # one per chunk: slices without a copy
+        self.ends: list[int] = []
+        self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
         self.start = np.empty(0, dtype=np.int64)
         self.size = np.empty(0, dtype=np.uint32)
         self.dates: list[DatePaths] = []
+        self.used = 0  # bytes written into the chunks, garbage included
         self.garbage = 0  # bytes of the arena no slot refers to
 
     @property
@@ -115,14 +175,33 @@ class Columns:
         self.slot_of[room_id] = slot
         return slot
 
-    def put(self, slot: int, doc: bytes, paths: DatePaths) -> None:
+    def _add_chunk(self, chunk: bytearray | bytes, end: int, token: str | None = None) -> None:
+        self.chunks.append(chunk)
+        self.views.append(memoryview(chunk))
+        self.ends.append(end)
+        self.tokens.append(token or secrets.token_hex(8))
+
+    def _append(self, doc: bytes | memoryview) -> int:
+        """Write ``doc`` after the last bytes written; its address. O(len(doc))."""
+        n = len(doc)
+        chunk = self.chunks[-1] if self.chunks else b""
+        if not isinstance(chunk, bytearray) or self.ends[-1] + n > len(chunk):
+            room = min(CHUNK, _FIRST << len(self.chunks))
+            chunk = bytearray(max(room, n))
+            self._add_chunk(chunk, 0)
+        at = self.ends[-1]
+        chunk[at : at + n] = doc  # same length: the chunk never moves
+        self.ends[-1] = at + n
+        self.used += n
+        return (len(self.chunks) - 1) << SHIFT | at
+
+    def put(self, slot: int, doc: bytes, paths: DatePaths = _NO_DATES) -> None:
         """Store a slot's bytes (appended to the arena). O(len(doc)) amortized."""
         self.garbage += int(self.size[slot])
-        self.start[slot] = len(self.arena)
+        self.start[slot] = self._append(doc)
         self.size[slot] = len(doc)
-        self.arena += doc
         self.dates[slot] = paths
-        if self.garbage > (1 << 20) and self.garbage * 2 > len(self.arena):
+        if self.garbage > (1 << 20) and self.garbage * 2 > self.used:
             self.compact()
 
     def free(self, slot: int) -> None:
@@ -137,49 +216,104 @@ class Columns:
     def doc(self, slot: int) -> bytes:
         """A slot's bytes. O(len)."""
         a = int(self.start[slot])
-        return bytes(self.arena[a : a + int(self.size[slot])])
+        p = a & _POS
+        return self.views[a >> SHIFT][p : p + int(self.size[slot])].tobytes()
 
     def docs(self, slots: list[int]) -> list[bytes]:
-        arena, start, size = self.arena, self.start, self.size
+        """The bytes of each slot, in order. O(total length)."""
+        views = self.views
+        starts = self.start[slots].tolist()
+        sizes = self.size[slots].tolist()
         out = []
-        for s in slots:
-            a = int(start[s])
-            out.append(bytes(arena[a : a + int(size[s])]))
+        for a, n in zip(starts, sizes, strict=True):
+            p = a & _POS
+            out.append(views[a >> SHIFT][p : p + n].tobytes())
         return out
 
+    def view(self) -> ArenaView:
+        """The arena as of now, for a reader in another thread. O(chunks)."""
+        return ArenaView(list(self.chunks), list(self.ends), list(self.tokens))
+
     def compact(self) -> None:
-        """Rewrite the arena without garbage, slots in order. O(arena)."""
+        """Write the live bytes into new chunks, slots in order, and swap them in. O(arena).
+
+        The old chunks are left as they are: views taken before still read them."""
         live = np.flatnonzero(self.size[: len(self.ids)]).tolist()
-        arena, start, size = self.arena, self.start, self.size
-        parts = []
-        offset = 0
+        views, start, size = self.views, self.start, self.size
+        self.chunks, self.views, self.ends, self.tokens = [], [], [], []
+        self.used = 0
         new_start = np.zeros_like(start)
         for s in live:
             a = int(start[s])
-            n = int(size[s])
-            parts.append(arena[a : a + n])
-            new_start[s] = offset
-            offset += n
-        self.arena = bytearray(b"".join(parts))
+            p = a & _POS
+            new_start[s] = self._append(views[a >> SHIFT][p : p + int(size[s])])
         self.start = new_start
         self.garbage = 0
 
     def load(
         self, arena: bytearray, start: np.ndarray[Any, Any], size: np.ndarray[Any, Any]
     ) -> None:
-        """Take a bulk build's arena and each slot's (start, size) in it. O(n)."""
-        self.grow(len(start))
+        """Take a bulk build's arena (one bytearray, not resized afterwards) and each slot's
+        (offset, size) in it, into an empty arena. O(n); no copy below 4 GiB."""
+        assert not self.chunks, "load needs an empty arena"
         n = len(start)
-        self.arena = arena
-        self.start[:n] = start
+        self.grow(n)
+        offsets = np.asarray(start, dtype=np.int64)
+        if len(arena) <= _POS:
+            self._add_chunk(arena, len(arena))
+            self.start[:n] = offsets
+        else:  # positions must fit SHIFT bits: cut at room boundaries, each piece copied
+            group = offsets >> (SHIFT - 1)
+            addresses = np.zeros(n, dtype=np.int64)
+            for g in np.unique(group).tolist():
+                inside = group == g
+                lo = int(offsets[inside].min())
+                hi = int((offsets[inside] + size[inside]).max())
+                addresses[inside] = (len(self.chunks) << SHIFT) | (offsets[inside] - lo)
+                self._add_chunk(bytearray(memoryview(arena)[lo:hi]), hi - lo)
+            self.start[:n] = addresses
         self.size[:n] = size
-        self.garbage = len(arena) - int(size.sum(dtype=np.int64))
+        self.used = sum(self.ends)
+        self.garbage = self.used - int(np.asarray(size).sum(dtype=np.int64))
+
+    def restore(
+        self,
+        ids: list[str | None],
+        start: np.ndarray[Any, Any],
+        size: np.ndarray[Any, Any],
+        chunks: list[bytearray | bytes],
+        ends: list[int],
+        tokens: list[str],
+        garbage: int,
+    ) -> None:
+        """Take a saved state (a checkpoint's) into empty columns. O(n)."""
+        assert not self.ids, "restore needs empty columns"
+        assert not self.chunks, "restore needs an empty arena"
+        self.ids = ids
+        slot_of: dict[str | None, int] = dict(zip(ids, range(len(ids)), strict=True))
+        slot_of.pop(None, None)  # freed slots
+        self.slot_of = slot_of  # type: ignore[assignment]
+        self.dates = [_NO_DATES] * len(ids)
+        self.start = np.array(start, dtype=np.int64)
+        self.size = np.array(size, dtype=np.uint32)
+        for chunk, end, token in zip(chunks, ends, tokens, strict=True):
+            self._add_chunk(chunk, end, token)
+        self.used = sum(ends)
+        self.garbage = garbage
 
     def check(self) -> None:
         assert len(self.slot_of) == sum(1 for i in self.ids if i is not None), "ids: count"
         for room_id, slot in self.slot_of.items():
             assert self.ids[slot] == room_id, f"ids: {room_id} at the wrong slot"
+        n = len(self.chunks)
+        assert len(self.views) == len(self.ends) == len(self.tokens) == n, "chunks: lists differ"
+        assert len(set(self.tokens)) == n, "chunks: a token twice"
+        for chunk, end in zip(self.chunks, self.ends, strict=True):
+            assert 0 <= end <= len(chunk), "chunks: written past the end"
+        assert sum(self.ends) == self.used, "arena: bytes written miscounted"
         used = sum(int(self.size[s]) for s in self.slot_of.values())
-        assert used + self.garbage == len(self.arena), "arena: garbage miscounted"
+        assert used + self.garbage == self.used, "arena: garbage miscounted"
         for slot in self.slot_of.values():
+            a = int(self.start[slot])
+            assert (a & _POS) + int(self.size[slot]) <= self.ends[a >> SHIFT], "arena: past end"
             orjson.loads(self.doc(slot))

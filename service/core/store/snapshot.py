@@ -1,0 +1,497 @@
+"""The store's own checkpoint format: a whole RoomStore as files in a directory, loaded in seconds.
+
+:func:`capture` takes an :class:`Image` of the store between two changes (on the event loop):
+copies of the numpy columns, shallow copies of the lists and dicts of values, every bitmap
+serialized (faster than copying it), and an :class:`~service.core.store.columns.ArenaView` of the
+answer bytes (no copy: bytes once written never move). Nothing in an image is changed by the
+store afterwards, so :func:`save` may write it in a worker thread while events keep being
+applied.
+
+Files (every one listed with its size in the section :func:`save` returns):
+
+- ``<name>.bin`` for numpy arrays (slot columns ``start``/``size``, each order's ``code`` and
+  ``main``, the index arrays of the value columns below): raw bytes, dtype and length in the
+  section, read back with ``np.fromfile`` (writable: the store goes on changing them);
+- ``arena-<token>-<end>.bin``: the written bytes of each arena chunk, so every saved address
+  stays valid; named by the chunk's token and length, which fix its content, so that a later
+  checkpoint hard-links the file instead of writing it again;
+- ``bitmaps-<family>.bin`` + ``bitmaps-<family>.json``: pyroaring's portable serialization of
+  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``buffers``, and
+  ``merged``: each order's merged slots and block bitmaps), and the family's keys and ends;
+- ``values-<name>.json``: lists of strings and other JSON values (orjson; the rare values JSON
+  cannot hold exactly, such as non-finite floats, through the standard json module);
+- value columns (an order's ``vals``): the distinct values once (by order code: equal codes,
+  equal values), and per slot holding one an int32 index.
+
+Derived parts are rebuilt on load rather than saved: ``slot_of`` from ``ids``, each order's
+``mcode`` (``code[main]``). Buffers of recent changes are saved as they are (``main`` plus the
+``pending`` and ``stale`` bitmaps) and merged on load (:meth:`SortOrder.merge`), so that capture
+need not merge on the event loop; an order without one takes its saved block bitmaps as
+:meth:`SortOrder.build` would compute them (rebuilt when the block size differs). Capture holds
+``merged`` and ``blocks`` by reference: a merge replaces them whole, never changes them.
+
+Complexity: capture O(n) memory copies plus O(bitmaps); save and load O(size of the state), with
+Python work per distinct value or bitmap, never per room except C-level list building.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from pyroaring import BitMap
+
+from service.core.store.columns import ArenaView
+from service.core.store.keys import DICT_HI, NAN, NUM_MAX
+
+if TYPE_CHECKING:
+    from service.core.store import RoomStore
+
+__all__ = ["VERSION", "FormatError", "Image", "capture", "load", "save"]
+
+#: The layout written by :func:`save`; :func:`load` reads only this one.
+VERSION = 1
+
+Array = np.ndarray[Any, Any]
+
+
+class FormatError(Exception):
+    """A saved store that cannot be loaded: a file missing, short, or not what it should be."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderImage:
+    """One sort order: codes per slot, the merged order, and the values (its buffer's bitmaps
+    are in the image's ``buffers`` family)."""
+
+    name: str
+    code: Array
+    main: Array
+    merged: BitMap  # main's slots and its blocks: replaced whole by every merge, never changed
+    blocks: list[BitMap]
+    vals: list[Any] | dict[int, Any] | None  # None: the ids (the _id order's values)
+
+
+#: A family of bitmaps, serialized: (keys, pyroaring's portable bytes of each).
+Family = tuple[list[Any], list[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A RoomStore's state at one moment, owned by nobody else (see the module docstring)."""
+
+    version: int
+    rooms: int
+    ids: list[str | None]
+    start: Array
+    size: Array
+    arena: ArenaView
+    garbage: int
+    bitmaps: dict[str, Family]
+    lows: dict[int, str]
+    orders: list[OrderImage]
+    block: int
+
+
+def _family(items: Iterable[tuple[Any, BitMap]]) -> Family:
+    keys: list[Any] = []
+    blobs: list[bytes] = []
+    for key, bm in items:
+        keys.append(key)
+        blobs.append(bm.serialize())
+    return keys, blobs
+
+
+def capture(store: RoomStore) -> Image:
+    """The store's state now, for :func:`save` in another thread. Call it between two changes
+    (on the event loop). O(n) memory copies and O(bitmaps) serializations; no merge."""
+    columns = store.columns
+    n = len(columns.ids)
+    post, names = store.postings, store.names
+    sets = {
+        "live": store.live,
+        "opened": post.opened,
+        "closed": post.closed,
+        "short": names.short,
+        "named": names.named,
+    }
+    bitmaps = {
+        "sets": _family(sets.items()),
+        "eq": _family(((f, v), bm) for f, d in post.eq.items() for v, bm in d.items()),
+        "buckets": _family(
+            ((f, level, k), bm)
+            for f, levels in post.buckets.items()
+            for level, d in enumerate(levels)
+            for k, bm in d.items()
+        ),
+        "tris": _family(names.tris.items()),
+        "quads": _family(names.quads.items()),
+        "buffers": _family(
+            ((name, part), bm)
+            for name, order in store.orders.items()
+            for part, bm in (("pending", order.pending), ("stale", order.stale))
+        ),
+    }
+    orders = []
+    for name, order in store.orders.items():
+        vals = order.vals
+        if name == "_id":
+            kept: list[Any] | dict[int, Any] | None = None  # the same as the ids
+        else:
+            kept = vals[:n] if isinstance(vals, list) else dict(vals)
+        code = order.code[:n].copy()
+        orders.append(
+            OrderImage(name, code, order.main.copy(), order.merged, list(order.blocks), kept)
+        )
+    return Image(
+        version=store.version,
+        rooms=len(columns.slot_of),
+        ids=columns.ids[:],
+        start=columns.start[:n].copy(),
+        size=columns.size[:n].copy(),
+        arena=columns.view(),
+        garbage=columns.garbage,
+        bitmaps=bitmaps,
+        lows=names.lows.copy(),
+        orders=orders,
+        block=store.block,
+    )
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Files of one saved store: each written whole, fsynced, and listed with its size."""
+
+    def __init__(self, directory: Path, reuse: Callable[[str], Path | None]) -> None:
+        self.directory = directory
+        self.reuse = reuse
+        self.files: dict[str, int] = {}
+        self.arrays: dict[str, list[Any]] = {}  # name -> [dtype, length]
+        self.linked = 0
+
+    def write(self, name: str, parts: Iterable[bytes | memoryview]) -> None:
+        path = self.directory / name
+        with open(path, "wb") as out:
+            for part in parts:
+                out.write(part)
+            out.flush()
+            os.fsync(out.fileno())
+        self.files[name] = path.stat().st_size
+
+    def link_or_write(self, name: str, part: memoryview) -> None:
+        """A file whose name says its content: linked from an earlier checkpoint if one has
+        it (no bytes written), else written."""
+        source = self.reuse(name)
+        if source is not None:
+            try:
+                os.link(source, self.directory / name)
+            except OSError:
+                pass  # gone meanwhile, or no hard links on this volume: write it
+            else:
+                self.files[name] = len(part)
+                self.linked += len(part)
+                return
+        self.write(name, [part])
+
+    def array(self, name: str, array: Array) -> None:
+        """Raw little-endian bytes; dtype and length go in the manifest."""
+        array = np.ascontiguousarray(array)
+        self.write(f"{name}.bin", [array.data.cast("B")])
+        self.arrays[name] = [array.dtype.str, len(array)]
+
+    def values(self, name: str, values: list[Any]) -> None:
+        """A list of JSON values (strings, None, numbers, lists, dicts)."""
+        self.write(f"values-{name}.json", [_dump_values(values)])
+
+    def bitmaps(self, family: str, keys: list[Any], blobs: list[bytes]) -> None:
+        ends = np.cumsum([len(b) for b in blobs], dtype=np.int64).tolist() if blobs else []
+        self.write(f"bitmaps-{family}.bin", blobs)
+        self.write(f"bitmaps-{family}.json", [orjson.dumps({"keys": keys, "ends": ends})])
+
+    def column(self, name: str, slots: Array, codes: Array, value: Callable[[int], Any]) -> None:
+        """The values of ``slots`` (``value(slot)``, their codes ``codes``): each distinct value
+        once (values of equal order code are equal: one stands for all), an index per slot."""
+        _, first, index = np.unique(codes, return_index=True, return_inverse=True)
+        distinct = list(map(value, slots[first].tolist()))
+        self.values(name, distinct)
+        self.array(f"{name}-slots", slots.astype(np.uint32))
+        self.array(f"{name}-index", index.astype(np.int32))
+
+
+def _dump_values(values: list[Any]) -> bytes:
+    if set(map(type, values)) <= {str, type(None)}:
+        return orjson.dumps(values)
+    # Exact for every value a room can hold: bools, ints beyond 64 bits, non-finite floats.
+    return json.dumps(values, ensure_ascii=False).encode()
+
+
+def _dictionary_coded(code: Array) -> Array:
+    """Which codes are dictionary codes (the slot's value is in ``vals``)."""
+    return ((code > NAN) & (code < -NUM_MAX)) | ((code > NUM_MAX) & (code < DICT_HI))
+
+
+def _never(name: str) -> Path | None:
+    return None
+
+
+def save(
+    image: Image, directory: Path, reuse: Callable[[str], Path | None] = _never
+) -> dict[str, Any]:
+    """Write ``image`` into ``directory`` (existing, empty); the section of the manifest that
+    describes it (counts, chunks, arrays, files with sizes). Blocking: run it in a thread.
+
+    Arena chunks go to files named by chunk token and length (``arena-<token>-<end>.bin``):
+    ``reuse(name)`` may give an earlier checkpoint's file of that name, which is hard-linked
+    instead of written again (the bulk of the bytes, unchanged since). Every file written is
+    fsynced; the caller fsyncs the directory and renames it into place."""
+    out = _Writer(directory, reuse)
+    arena = image.arena
+    chunks = []
+    for part, end, token, chunk in zip(
+        arena.parts(), arena.ends, arena.tokens, arena.chunks, strict=True
+    ):
+        name = f"arena-{token}-{end}.bin"
+        out.link_or_write(name, part)
+        chunks.append({"file": name, "token": token, "capacity": len(chunk), "end": end})
+    out.array("start", image.start)
+    out.array("size", image.size)
+    out.values("ids", image.ids)
+    for family, (keys, blobs) in image.bitmaps.items():
+        out.bitmaps(family, keys, blobs)
+    out.bitmaps(
+        "merged",
+        *_family(
+            ((order.name, i), bm)
+            for order in image.orders
+            for i, bm in enumerate([order.merged, *order.blocks])
+        ),
+    )
+    lows = image.lows
+    out.array("lows-slots", np.fromiter(lows.keys(), np.uint32, len(lows)))
+    out.values("lows", list(lows.values()))
+    orders = []
+    for i, order in enumerate(image.orders):
+        out.array(f"order-{i}-code", order.code)
+        out.array(f"order-{i}-main", order.main)
+        vals = order.vals
+        if vals is None:
+            kind = "ids"
+        elif isinstance(vals, dict):
+            kind = "sparse"
+            slots = np.fromiter(vals.keys(), np.int64, len(vals))
+            out.column(f"order-{i}-vals", slots, order.code[slots], vals.__getitem__)
+        else:
+            kind = "dense"
+            slots = np.flatnonzero(_dictionary_coded(order.code))
+            out.column(f"order-{i}-vals", slots, order.code[slots], vals.__getitem__)
+        orders.append({"name": order.name, "vals": kind})
+    return {
+        "version": VERSION,
+        "rooms": image.rooms,
+        "slots": len(image.ids),
+        "store_version": image.version,
+        "block": image.block,
+        "garbage": image.garbage,
+        "chunks": chunks,
+        "orders": orders,
+        "arrays": out.arrays,
+        "files": out.files,
+        "linked_bytes": out.linked,
+    }
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, directory: Path, section: dict[str, Any]) -> None:
+        self.directory = directory
+        files, arrays = section.get("files"), section.get("arrays")
+        if not isinstance(files, dict) or not isinstance(arrays, dict):
+            raise FormatError("no file list")
+        self.files: dict[str, int] = files
+        self.arrays: dict[str, list[Any]] = arrays
+        for name, size in files.items():
+            try:
+                found = (directory / name).stat().st_size
+            except OSError as exc:
+                raise FormatError(f"{name}: {exc.strerror or exc}") from None
+            if found != size:
+                raise FormatError(f"{name}: {found} bytes, the manifest says {size}")
+
+    def path(self, name: str) -> Path:
+        if name not in self.files:
+            raise FormatError(f"{name}: not in the manifest")
+        return self.directory / name
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.path(name).read_bytes()
+
+    def array(self, name: str, dtype: Any) -> Array:
+        """A writable array (the store may change it)."""
+        saved, length = self.arrays[name]
+        if np.dtype(saved) != np.dtype(dtype):
+            raise FormatError(f"{name}: {saved}, not {np.dtype(dtype).str}")
+        array: Array = np.fromfile(self.path(f"{name}.bin"), dtype=np.dtype(saved))
+        if len(array) != length:
+            raise FormatError(f"{name}.bin: {len(array)} entries, the manifest says {length}")
+        return array
+
+    def values(self, name: str) -> list[Any]:
+        raw = self.read_bytes(f"values-{name}.json")
+        try:
+            values = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # written by the json module (non-finite floats)
+            values = json.loads(raw)
+        if not isinstance(values, list):
+            raise FormatError(f"values-{name}.json: not a list")
+        return values
+
+    def bitmaps(self, family: str) -> list[tuple[Any, BitMap]]:
+        index = orjson.loads(self.read_bytes(f"bitmaps-{family}.json"))
+        blob = memoryview(self.read_bytes(f"bitmaps-{family}.bin"))
+        keys, ends = index["keys"], index["ends"]
+        if len(keys) != len(ends) or (ends and ends[-1] != len(blob)):
+            raise FormatError(f"bitmaps-{family}: index and blob disagree")
+        deserialize = BitMap.deserialize
+        starts = [0, *ends[:-1]] if ends else []
+        return [
+            (key, deserialize(blob[a:b]))  # type: ignore[arg-type]
+            for key, a, b in zip(keys, starts, ends, strict=True)
+        ]
+
+    def column(self, name: str) -> tuple[Array, Array]:
+        """(slots, their values as an object array)."""
+        distinct = self.values(name)
+        slots = self.array(f"{name}-slots", np.uint32)
+        index = self.array(f"{name}-index", np.int32)
+        if len(index) != len(slots):
+            raise FormatError(f"{name}: {len(index)} values for {len(slots)} slots")
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(distinct)):
+            raise FormatError(f"{name}: index out of range")
+        table = np.empty(len(distinct), dtype=object)
+        for i, value in enumerate(distinct):  # (np.array would unpack lists)
+            table[i] = value
+        return slots, table[index]
+
+    def arena(self, chunks: list[dict[str, Any]]) -> tuple[list[bytearray | bytes], list[int]]:
+        out: list[bytearray | bytes] = []
+        ends: list[int] = []
+        for i, chunk in enumerate(chunks):
+            capacity, end = int(chunk["capacity"]), int(chunk["end"])
+            path = self.path(chunk["file"])
+            if i == len(chunks) - 1 and capacity > end:  # the chunk appends go on into
+                data: bytearray | bytes = bytearray(capacity)
+                with open(path, "rb") as f:
+                    got = f.readinto(memoryview(data)[:end])
+            else:
+                data = path.read_bytes()  # never written again: no zero-filled copy
+                got = len(data)
+            if got != end:
+                raise FormatError(f"{chunk['file']}: {got} bytes, not {end}")
+            out.append(data)
+            ends.append(end)
+        return out, ends
+
+
+def load(
+    directory: Path,
+    section: dict[str, Any],
+    block_size: int = 4096,
+    gather: bool | None = None,
+    fold_at: int | None = None,
+) -> RoomStore:
+    """A new RoomStore from what :func:`save` wrote into ``directory`` (``section``: what it
+    returned). FormatError when a file is missing, short or malformed. O(size of the state)."""
+    try:
+        return _load(directory, section, block_size, gather, fold_at)
+    except FormatError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+        raise FormatError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _load(
+    directory: Path,
+    section: dict[str, Any],
+    block_size: int,
+    gather: bool | None,
+    fold_at: int | None,
+) -> RoomStore:
+    from service.core.store import RoomStore
+
+    if section.get("version") != VERSION:
+        raise FormatError(f"store format {section.get('version')!r}, not {VERSION}")
+    read = _Reader(directory, section)
+    store = RoomStore(block_size, gather, fold_at)
+    n = int(section["slots"])
+    ids: list[str | None] = read.values("ids")
+    start = read.array("start", np.int64)
+    size = read.array("size", np.uint32)
+    if not len(ids) == len(start) == len(size) == n:
+        raise FormatError("ids, start and size differ in length")
+    chunks, ends = read.arena(section["chunks"])
+    tokens = [c["token"] for c in section["chunks"]]
+    store.columns.restore(ids, start, size, chunks, ends, tokens, int(section["garbage"]))
+    if len(store.columns.slot_of) != section["rooms"]:
+        raise FormatError("ids: rooms miscounted")
+    sets = dict(read.bitmaps("sets"))
+    post, names = store.postings, store.names
+    store.live = sets["live"]
+    post.opened, post.closed = sets["opened"], sets["closed"]
+    names.short, names.named = sets["short"], sets["named"]
+    for (field, value), bm in read.bitmaps("eq"):
+        post.eq[field][value] = bm
+    for (field, level, k), bm in read.bitmaps("buckets"):
+        post.buckets[field][level][k] = bm
+    names.tris = dict(read.bitmaps("tris"))
+    names.quads = dict(read.bitmaps("quads"))
+    lows = read.values("lows")
+    names.lows = dict(zip(read.array("lows-slots", np.uint32).tolist(), lows, strict=True))
+    buffers = {tuple(k): bm for k, bm in read.bitmaps("buffers")}
+    merged: dict[str, list[BitMap]] = {}
+    for (name, _), bm in read.bitmaps("merged"):
+        merged.setdefault(name, []).append(bm)
+    saved = section["orders"]
+    if [o["name"] for o in saved] != list(store.orders):
+        raise FormatError("sort orders differ from this version's")
+    for i, (name, order) in enumerate(store.orders.items()):
+        order.code = read.array(f"order-{i}-code", np.int64)
+        if len(order.code) != n:
+            raise FormatError(f"order {name}: {len(order.code)} codes, expected {n}")
+        kind = saved[i]["vals"]
+        if kind == "ids":
+            order.vals = list(ids)
+        elif kind == "dense":
+            slots, values = read.column(f"order-{i}-vals")
+            dense = np.full(n, None, dtype=object)
+            dense[slots] = values
+            order.vals = dense.tolist()
+        else:
+            slots, values = read.column(f"order-{i}-vals")
+            order.vals = dict(zip(slots.tolist(), values.tolist(), strict=True))
+        if isinstance(order.vals, list) is not order.dense:
+            raise FormatError(f"order {name}: values saved as {kind}")
+    same_blocks = section["block"] == block_size
+    for i, (name, order) in enumerate(store.orders.items()):  # codes first: ties need _id's
+        main = read.array(f"order-{i}-main", np.uint32)
+        order.pending, order.stale = buffers[(name, "pending")], buffers[(name, "stale")]
+        order.main, order.mcode = main, order.code[main]
+        if order.pending or order.stale:
+            order.merge()  # a buffer left at capture: folded in now
+        elif same_blocks:  # what build(main) would compute, as saved
+            order.merged, *order.blocks = merged[name]
+            order.shadow = {}
+            order.coder.clear_recent()
+        else:
+            order.build(main)
+    store.version = int(section["store_version"])
+    return store

@@ -1,0 +1,111 @@
+"""Columns and the chunked arena, against a plain dict of bytes (seeded stress)."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import orjson
+import pytest
+
+from service.core.store.columns import SHIFT, Columns
+
+
+def _doc(rng: random.Random, room_id: str) -> bytes:
+    return orjson.dumps({"_id": room_id, "pad": "x" * rng.choice([0, 10, 500, 5000, 70_000])})
+
+
+def _same(columns: Columns, want: dict[str, bytes]) -> None:
+    columns.check()
+    assert set(columns.slot_of) == set(want)
+    for room_id, doc in want.items():
+        assert columns.doc(columns.slot_of[room_id]) == doc
+    slots = list(columns.slot_of.values())
+    assert columns.docs(slots) == [want[columns.ids[s] or ""] for s in slots]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_stress_against_a_dict(seed: int) -> None:
+    rng = random.Random(seed)
+    columns = Columns()
+    want: dict[str, bytes] = {}
+    views = []
+    for step in range(1500):
+        room_id = f"r{rng.randrange(200)}"
+        action = rng.random()
+        if action < 0.7:
+            doc = _doc(rng, room_id)
+            slot = columns.slot_of.get(room_id)
+            if slot is None:
+                columns.grow(len(columns.ids) + 1)
+                slot = columns.new_slot(room_id)
+            columns.put(slot, doc)
+            want[room_id] = doc
+        elif action < 0.95:
+            slot = columns.slot_of.get(room_id)
+            if slot is not None:
+                columns.free(slot)
+                del want[room_id]
+        else:
+            columns.compact()
+            assert columns.garbage == 0
+        if step % 100 == 0:
+            views.append((columns.view(), columns.start.copy(), dict(columns.slot_of), dict(want)))
+            _same(columns, want)
+    _same(columns, want)
+    assert len(columns.chunks) > 2  # rooms spread over several chunks
+    # Every view still reads the bytes it saw: nothing written moved or changed since.
+    for view, start, slot_of, then in views:
+        parts = view.parts()
+        for room_id, doc in then.items():
+            a = int(start[slot_of[room_id]])
+            p = a & ((1 << SHIFT) - 1)
+            assert parts[a >> SHIFT][p : p + len(doc)].tobytes() == doc
+
+
+def test_load_takes_one_bytearray() -> None:
+    docs = [orjson.dumps({"_id": f"r{i}", "n": i}) for i in range(50)]
+    arena = bytearray(b"".join(docs))
+    sizes = np.array([len(d) for d in docs], dtype=np.uint32)
+    starts = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
+    order = np.arange(50)[::-1]  # slots in any order of the bytes
+    columns = Columns()
+    for i in order.tolist():
+        columns.new_slot(f"r{i}")
+    columns.load(arena, starts[order], sizes[order])
+    assert columns.chunks[0] is arena  # taken, not copied
+    _same(columns, {f"r{i}": d for i, d in enumerate(docs)})
+    slot = columns.slot_of["r3"]
+    columns.put(slot, b'{"_id":"r3","n":-3}')
+    assert columns.garbage == len(docs[3])
+    _same(columns, {**{f"r{i}": d for i, d in enumerate(docs)}, "r3": b'{"_id":"r3","n":-3}'})
+
+
+def test_a_view_is_read_in_a_thread_while_rooms_are_appended() -> None:
+    columns = Columns()
+    columns.grow(4000)
+    for i in range(2000):
+        columns.put(columns.new_slot(f"r{i}"), orjson.dumps({"_id": f"r{i}", "pad": "y" * 100}))
+    view = columns.view()
+    expected = b"".join(p.tobytes() for p in view.parts())
+    read: list[bytes] = []
+    go = threading.Event()
+
+    def reader() -> None:
+        go.wait()
+        for _ in range(20):
+            read.append(b"".join(p.tobytes() for p in view.parts()))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    go.set()
+    for i in range(2000, 4000):  # appends into the chunk the view also holds: no BufferError
+        columns.put(columns.new_slot(f"r{i}"), orjson.dumps({"_id": f"r{i}", "pad": "z" * 100}))
+    for i in range(0, 4000, 2):
+        columns.free(columns.slot_of[f"r{i}"])
+    columns.compact()
+    thread.join()
+    assert read
+    assert all(r == expected for r in read)
+    columns.check()
