@@ -1,4 +1,4 @@
-"""Feed fixtures: a real nats-server with JetStream, and the temporary iter_documents shim."""
+"""Feed fixtures: a real nats-server with JetStream."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from pyroaring import BitMap
 from service.core.ejson import Date
 from service.core.query import SORTABLE_FIELDS, RoomQuery
 from service.core.store import bulk, check, page, plan
-from service.core.store.columns import Columns, date_paths, restore_dates
+from service.core.store.columns import Columns
 from service.core.store.keys import DICT_HI, NULL, value_at
 from service.core.store.names import NameIndex
 from service.core.store.orders import SortOrder
@@ -131,14 +131,6 @@ class RoomStore:
         for slot in list(columns.slot_of.values()):
             yield columns.doc(slot)
 
-    def iter_documents(self) -> Iterator[dict[str, Any]]:
-        """Every room as a dict with its dates typed as Date again (for checkpoints). The view
-        is taken when called (O(n) slices), so it may be read in another thread."""
-        columns = self.columns
-        pairs = [(columns.doc(s), columns.dates[s]) for s in columns.slot_of.values()]
-        loads = orjson.loads
-        return (restore_dates(loads(doc), paths) for doc, paths in pairs)
-
     def page(self, q: RoomQuery) -> tuple[int, list[bytes]]:
         """(total matches, the requested page as stored bytes). Filters are bitmap operations;
         the page is a partial sort of the matches or a walk of the first key's order
@@ -202,7 +194,7 @@ class RoomStore:
             was = int(order.code[slot])
             if order.set(slot, value, fresh) and dated:
                 post.move_date(field, slot, NULL if fresh else was, int(order.code[slot]))
-        columns.put(slot, doc, date_paths(room))
+        columns.put(slot, doc)
         self.live.add(slot)
         self.version += 1
         self._changed(Change(rid, before, doc))

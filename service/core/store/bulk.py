@@ -22,7 +22,6 @@ from pyroaring import BitMap
 from service.core import ejson
 from service.core.ejson import TAG
 from service.core.query import SORTABLE_FIELDS
-from service.core.store.columns import DatePaths, date_paths, shared_paths
 from service.core.store.keys import DATE0, STR_BAND, band, date_ms, direct_code, rank_key
 from service.core.store.orders import to_bitmap
 from service.core.store.postings import DATE_FIELDS, EQ_FIELDS, eq_keys
@@ -51,7 +50,6 @@ class Extracted:
     __slots__ = (
         "arena",
         "codes",
-        "dates",
         "drows",
         "dvals",
         "eq",
@@ -66,7 +64,6 @@ class Extracted:
         self.ids: list[str] = []
         self.arena = bytearray()
         self.sizes = array("I")
-        self.dates: list[DatePaths] = []
         self.opened = array("I")  # rows with an ``open`` field
         self.codes = [array("q") for _ in SORTABLE_FIELDS]  # direct codes (0: see dvals)
         # Dictionary-coded values: per field, their rows and the values, in step.
@@ -82,7 +79,6 @@ class Extracted:
         self.ids.extend(other.ids)
         self.arena += other.arena
         self.sizes.extend(other.sizes)
-        self.dates.extend(other.dates)
         self.opened.extend(_shifted(other.opened, shift))
         for mine, theirs in zip(self.codes, other.codes, strict=True):
             mine.extend(theirs)
@@ -192,23 +188,6 @@ def _tagged_eq_keys(value: Any) -> Iterable[str]:
     return ()
 
 
-def _tagged_date_paths(room: dict[str, Any]) -> DatePaths:
-    """date_paths of a tagged room: its tagged strings are its dates."""
-    found: list[tuple[str | int, ...]] = []
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), room)]
-    while stack:
-        prefix, node = stack.pop()
-        items = node.items() if type(node) is dict else enumerate(node)
-        for key, value in items:
-            t = type(value)
-            if t is str:
-                if value[:2] == TAG:
-                    found.append((*prefix, key))
-            elif t is dict or t is list:
-                stack.append(((*prefix, key), value))
-    return shared_paths(found)
-
-
 class Extractor:
     """Appends rooms to an Extracted; ``tagged`` rooms come from :func:`ejson.parse_tagged`."""
 
@@ -231,7 +210,6 @@ class Extractor:
             doc = ejson.untag(doc)
         out.arena += doc
         out.sizes.append(len(doc))
-        out.dates.append(_tagged_date_paths(room) if tagged else date_paths(room))
         if "open" in room:
             out.opened.append(row)
         get = room.get
@@ -334,7 +312,6 @@ def build(ex: Extracted, block: int, gather: bool | None, fold_at: int) -> RoomS
     slot_ids = [ids[i] for i in perm.tolist()]
     columns.ids = slot_ids
     columns.slot_of = dict(zip(slot_ids, range(n), strict=True))
-    columns.dates = [ex.dates[r] for r in rows.tolist()]
     sizes = np.frombuffer(ex.sizes, dtype=np.uint32)
     starts = np.zeros(rows_n, dtype=np.int64)
     if rows_n > 1:

@@ -27,75 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.core.ejson import Date
-
-__all__ = [
-    "CHUNK",
-    "SHIFT",
-    "ArenaView",
-    "Columns",
-    "DatePaths",
-    "date_paths",
-    "restore_dates",
-    "shared_paths",
-]
-
-DatePaths = tuple[tuple[str | int, ...], ...]
-_NO_DATES: DatePaths = ()
-_SHAPES: dict[DatePaths, DatePaths] = {_NO_DATES: _NO_DATES}
-
-
-def date_paths(room: dict[str, Any]) -> DatePaths:
-    """The paths of every Date in a room, as one shared tuple per distinct shape: the stored
-    bytes hold dates as strings, and these paths let checkpoints write them back as dates."""
-    found: list[tuple[str | int, ...]] = []
-    for key, value in room.items():  # rooms are shallow: the first two levels inline
-        t = type(value)
-        if t is Date:
-            found.append((key,))
-        elif t is dict:
-            for sub, inner in value.items():
-                u = type(inner)
-                if u is Date:
-                    found.append((key, sub))
-                elif u is dict or u is list:
-                    _deep_dates((key, sub), inner, found)
-        elif t is list:
-            _deep_dates((key,), value, found)
-    return shared_paths(found)
-
-
-def shared_paths(found: list[tuple[str | int, ...]]) -> DatePaths:
-    """``found`` as a tuple shared by every room of the same shape."""
-    if not found:
-        return _NO_DATES
-    paths = tuple(found)
-    return _SHAPES.setdefault(paths, paths)
-
-
-def _deep_dates(
-    prefix: tuple[str | int, ...], node: Any, found: list[tuple[str | int, ...]]
-) -> None:
-    stack: list[tuple[tuple[str | int, ...], Any]] = [(prefix, node)]
-    while stack:
-        prefix, node = stack.pop()
-        items = node.items() if type(node) is dict else enumerate(node)
-        for key, value in items:
-            t = type(value)
-            if t is Date:
-                found.append((*prefix, key))
-            elif t is dict or t is list:
-                stack.append(((*prefix, key), value))
-
-
-def restore_dates(doc: Any, paths: DatePaths) -> Any:
-    for path in paths:
-        node = doc
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = Date(node[path[-1]])
-    return doc
-
+__all__ = ["CHUNK", "SHIFT", "ArenaView", "Columns"]
 
 #: An address is ``chunk << SHIFT | position``.
 SHIFT = 32
@@ -126,7 +58,6 @@ class Columns:
 
     __slots__ = (
         "chunks",
-        "dates",
         "ends",
         "garbage",
         "ids",
@@ -148,7 +79,6 @@ class Columns:
         self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
         self.start = np.empty(0, dtype=np.int64)
         self.size = np.empty(0, dtype=np.uint32)
-        self.dates: list[DatePaths] = []
         self.used = 0  # bytes written into the chunks, garbage included
         self.garbage = 0  # bytes of the arena no slot refers to
 
@@ -171,7 +101,6 @@ class Columns:
         """A fresh slot for ``room_id`` (the caller grows the columns first). O(1)."""
         slot = len(self.ids)
         self.ids.append(room_id)
-        self.dates.append(_NO_DATES)
         self.slot_of[room_id] = slot
         return slot
 
@@ -195,12 +124,11 @@ class Columns:
         self.used += n
         return (len(self.chunks) - 1) << SHIFT | at
 
-    def put(self, slot: int, doc: bytes, paths: DatePaths = _NO_DATES) -> None:
+    def put(self, slot: int, doc: bytes) -> None:
         """Store a slot's bytes (appended to the arena). O(len(doc)) amortized."""
         self.garbage += int(self.size[slot])
         self.start[slot] = self._append(doc)
         self.size[slot] = len(doc)
-        self.dates[slot] = paths
         if self.garbage > (1 << 20) and self.garbage * 2 > self.used:
             self.compact()
 
@@ -209,7 +137,6 @@ class Columns:
         assert room_id is not None
         del self.slot_of[room_id]
         self.ids[slot] = None
-        self.dates[slot] = _NO_DATES
         self.garbage += int(self.size[slot])
         self.size[slot] = 0
 
@@ -293,7 +220,6 @@ class Columns:
         slot_of: dict[str | None, int] = dict(zip(ids, range(len(ids)), strict=True))
         slot_of.pop(None, None)  # freed slots
         self.slot_of = slot_of  # type: ignore[assignment]
-        self.dates = [_NO_DATES] * len(ids)
         self.start = np.array(start, dtype=np.int64)
         self.size = np.array(size, dtype=np.uint32)
         for chunk, end, token in zip(chunks, ends, tokens, strict=True):

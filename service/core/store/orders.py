@@ -253,10 +253,13 @@ class SortOrder:
         assert np.array_equal(self.code[self.main[keep]], self.mcode[keep]), (
             f"{name}: a merged slot's code changed without it being stale"
         )
+        # Sorted by (code, id code) where up to date: a stale slot's id code may have changed
+        # (a freed slot's is NULL), and the merge drops stale slots before placing any.
         ids = self.id_codes()
-        keys = list(zip(self.mcode.tolist(), ids[self.main].tolist(), strict=True))
+        fresh_main = self.main[keep]
+        keys = list(zip(self.mcode[keep].tolist(), ids[fresh_main].tolist(), strict=True))
         if self.ids is None:
-            keys = [(c, c) for c in self.mcode.tolist()]
+            keys = [(c, c) for c in self.mcode[keep].tolist()]
         assert all(a <= b for a, b in itertools.pairwise(keys)), f"{name}: main unsorted"
         assert self.pending <= live, f"{name}: a pending slot is not live"
         assert live - self.pending <= self.merged - self.stale, f"{name}: a live slot is lost"

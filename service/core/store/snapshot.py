@@ -485,6 +485,7 @@ def _load(
         main = read.array(f"order-{i}-main", np.uint32)
         order.pending, order.stale = buffers[(name, "pending")], buffers[(name, "stale")]
         order.main, order.mcode = main, order.code[main]
+        order.merged = merged[name][0]  # main's slots, which a merge updates
         if order.pending or order.stale:
             order.merge()  # a buffer left at capture: folded in now
         elif same_blocks:  # what build(main) would compute, as saved
