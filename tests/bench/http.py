@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench.apply import merges_text
+from tests.bench.apply import feed_messages, merges_text
 from tests.bench.data import (
     DATA_DIR,
     DAY_MS,
@@ -694,17 +694,22 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
     log_dir.mkdir(parents=True, exist_ok=True)
 
     # The service under test loads on every core (as it would in production), alone, with a
-    # checkpoint directory (empty: it loads the snapshot) for the shutdown measured at the end.
-    # No checkpoint is written before the SIGTERM: no feed, and an interval of a day.
+    # checkpoint directory (empty: it loads the snapshot) for the shutdown measured at the end,
+    # and a file feed, empty until just before the SIGTERM (see feed_before_shutdown), so that
+    # the shutdown has a new state to write. No periodic checkpoint: an interval of a day.
     checkpoints = DATA_DIR / f"checkpoints-{args.rooms}-{args.seed}"
     shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(parents=True)
     stack.callback(shutil.rmtree, checkpoints, True)
+    events = work / "events.jsonl"
+    events.touch()
     real = start_service(
         "service",
         snapshot,
         log_dir,
         extra_args=[
+            "--feed",
+            f"file://{events}",
             "--checkpoint-dir",
             str(checkpoints),
             "--checkpoint-interval",
@@ -878,6 +883,8 @@ def bench(args: argparse.Namespace, results: Results, stack: contextlib.ExitStac
 
     for proc, _ in [*ceilings.values(), *([uncached] if uncached else [])]:
         proc.stop()
+    feed_before_shutdown(real, results, snapshot, events)
+    answers = [fetch(real.port(), q, logins) for q in fixed]  # as the events left them
     shutdown(real, results)
     restart(args, results, checkpoints, log_dir, fixed, answers, logins)
 
@@ -902,6 +909,47 @@ def _epoch(ts: object) -> float | None:
         return None
 
 
+#: Feed events applied just before the SIGTERM: a minute or so of a busy call center.
+SHUTDOWN_EVENTS = 5_000
+
+
+def _feed_position(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as r:
+            text = r.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError):
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith("voip_rooms_feed_position "):
+            return float(line.split()[1])
+    return -1.0
+
+
+def feed_before_shutdown(
+    real: Process, results: Results, snapshot: Path, events: Path, timeout: float = 120.0
+) -> None:
+    """Append SHUTDOWN_EVENTS realistic feed events (the demo simulator's, continuing the
+    snapshot) to the service's file feed and wait until it has applied them, so that the
+    checkpoint at shutdown holds a state no checkpoint holds yet."""
+    _, messages, _ = feed_messages(snapshot, SHUTDOWN_EVENTS, 1)
+    with open(events, "ab") as out:
+        for message in messages:
+            payload = json.loads(message.payload)
+            out.write(json.dumps({"subject": message.subject, "payload": payload}).encode())
+            out.write(b"\n")
+    port = real.port()
+    deadline = time.monotonic() + timeout
+    while _feed_position(port) < len(messages):
+        if time.monotonic() > deadline or not real.alive():
+            results.startup["checkpoint_error"] = (
+                f"the service did not apply the {len(messages):,} feed events within {timeout:g} s"
+            )
+            return
+        time.sleep(0.2)
+    results.startup["shutdown_events"] = len(messages)
+    log(f"the service applied {len(messages):,} feed events; now the SIGTERM")
+
+
 def shutdown(real: Process, results: Results, timeout: float = 60.0) -> None:
     """SIGTERM the service (drain 0 s) and time the checkpoint it writes on the way out: from the
     signal to its "checkpoint written" log line (the line's timestamp), the line's own
@@ -919,7 +967,12 @@ def shutdown(real: Process, results: Results, timeout: float = 60.0) -> None:
     except subprocess.TimeoutExpired:
         out["checkpoint_error"] = f"the service had not exited {timeout:g} s after SIGTERM"
     real.stop()
-    written = [r for r in log_records(real.log_path) if r.get("msg") == "checkpoint written"]
+    # Only a checkpoint written after the signal counts (one is written after the load, too).
+    written = [
+        r
+        for r in log_records(real.log_path)
+        if r.get("msg") == "checkpoint written" and (_epoch(r.get("ts")) or 0.0) >= sent_wall - 0.5
+    ]
     if not written:
         failed = [r for r in log_records(real.log_path) if "checkpoint" in str(r.get("msg"))]
         out.setdefault(
@@ -930,7 +983,7 @@ def shutdown(real: Process, results: Results, timeout: float = 60.0) -> None:
         return
     at = _epoch(written[-1].get("ts"))
     if at is not None:
-        out["shutdown_s"] = max(0.0, at - sent_wall)
+        out["shutdown_s"] = max(0.0, at - sent_wall)  # log timestamps are to the millisecond
     with contextlib.suppress(TypeError, ValueError):
         out["write_s"] = float(written[-1]["seconds"])
     out["checkpoint_rooms"] = written[-1].get("rooms")
@@ -1259,6 +1312,7 @@ def main_figures(results: Results) -> list[Row]:
         measured = "unavailable: " + str(up["checkpoint_error"]).splitlines()[0][:200]
     else:
         measured = (
+            f"after {int(up.get('shutdown_events', 0)):,} feed events, "
             f'SIGTERM to "checkpoint written" (writing {float(up.get("write_s", NAN)):.2f} s); '
             f"exited after {float(up.get('exit_s', NAN)):.2f} s"
         )
@@ -1659,7 +1713,9 @@ DEFINITIONS = [
     "polling queries must answer with the same bodies as the first service's.",
     "- **resident memory once ready**: `VmRSS` of the service (`/proc/PID/status`) right after "
     "its first `/readyz` 200, before any request.",
-    "- **shutdown checkpoint written**: at the end of the HTTP runs, SIGTERM to that service "
+    "- **shutdown checkpoint written**: at the end of the HTTP runs, the service applies 5,000 "
+    "feed events of the demo simulator (through a file feed, empty until then), so that it holds "
+    "a state no checkpoint holds yet; then SIGTERM to that service "
     '(`--drain-seconds 0`); seconds from the signal to the timestamp of its "checkpoint '
     "written\" log line, with the line's own `seconds` (the writing) and the time to exit.",
     "- **events applied in process**: `Replica.handle` (decode + apply) on feed events "
