@@ -51,6 +51,9 @@ class SortOrder:
     """Slots in (code, id code) order for one field; see the module docstring."""
 
     __slots__ = (
+        "_run_bitmaps",
+        "_runs",
+        "_runs_of",
         "block",
         "blocks",
         "code",
@@ -86,6 +89,9 @@ class SortOrder:
         self.vals: list[Any] | dict[int, Any] = [] if dense else {}
         self.shadow: dict[int, Any] = {}
         self.coder = Coder(self)
+        self._runs_of: Slots | None = None  # the main the run index below was made from
+        self._runs: tuple[Codes, np.ndarray[Any, np.dtype[np.int64]]] | None = None
+        self._run_bitmaps: dict[int, BitMap] = {}
 
     # -- values -----------------------------------------------------------------------------
     def grow(self, capacity: int) -> None:
@@ -179,6 +185,36 @@ class SortOrder:
         self.stale = BitMap()
         self.shadow = {}
         self.coder.clear_recent()
+
+    #: A field with at most this many distinct codes gets a run index (see runs()).
+    FEW_RUNS = 64
+
+    def runs(self) -> tuple[Codes, np.ndarray[Any, np.dtype[np.int64]]] | None:
+        """For a field of few distinct codes: (the codes, the main position where each run of
+        equal codes starts, plus len(main) at the end); None for a field of many. Made from
+        main when first asked after it changed. O(n) then, O(1) after."""
+        if self._runs_of is not self.main:
+            self._runs_of = self.main
+            self._run_bitmaps = {}
+            mcode = self.mcode
+            self._runs = None
+            if len(mcode):
+                starts = np.flatnonzero(mcode[1:] != mcode[:-1]) + 1
+                if len(starts) < self.FEW_RUNS:
+                    starts = np.concatenate(([0], starts, [len(mcode)])).astype(np.int64)
+                    self._runs = (mcode[starts[:-1]], starts)
+        return self._runs
+
+    def run_bitmap(self, i: int) -> BitMap:
+        """The merged slots of the i-th run of runs() (stale ones included), made once per
+        main. Read-only: shared by every query until the next merge."""
+        runs = self.runs()
+        assert runs is not None
+        found = self._run_bitmaps.get(i)
+        if found is None:
+            starts = runs[1]
+            found = self._run_bitmaps[i] = to_bitmap(self.main[starts[i] : starts[i + 1]])
+        return found
 
     def _blocks(self) -> None:
         b = self.block

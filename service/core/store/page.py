@@ -37,6 +37,8 @@ _EMPTY: Slots = np.empty(0, dtype=np.uint32)
 _GATHER_PER_MATCH = 0.02
 _WALK_PER_BLOCK = 3.0
 _WALK_PER_SLOT = 0.03
+_RUN_COUNT = 20.0  # a run's matches counted
+_RUN_PAGE = 200.0  # the sub-page of the runs holding the page
 
 
 def _slots(bm: BitMap) -> Slots:
@@ -96,15 +98,59 @@ def page_slots(store: RoomStore, m: BitMap | None, keys: Keys, offset: int, need
     total = len(store.live) if m is None else len(m)
     reach = offset + need
     gather = store.gather
+    runs = order.runs() if order.ids is not None else None  # _id's runs are single slots
     if gather is None:
-        blocks = len(order.blocks)
-        visit = min(blocks, (reach * max(1, len(store.live))) // max(1, total * order.block) + 2)
-        walk_cost = visit * _WALK_PER_BLOCK + (order.block + reach) * _WALK_PER_SLOT
+        if runs is not None:
+            walk_cost = len(runs[0]) * _RUN_COUNT + _RUN_PAGE
+        else:
+            blocks = len(order.blocks)
+            visit = min(blocks, (reach * max(1, len(store.live))) // max(1, total * order.block))
+            walk_cost = (visit + 2) * _WALK_PER_BLOCK + (order.block + reach) * _WALK_PER_SLOT
         gather = total * _GATHER_PER_MATCH < walk_cost
     if gather:
         matched = _slots(store.live if m is None else m)
         return sorted_window(store, matched, keys, offset, need)
+    if runs is not None:
+        return _by_runs(store, order, m, keys, offset, need)
     return _walk(store, order, m, keys, offset, need)
+
+
+def _by_runs(
+    store: RoomStore, order: SortOrder, m: BitMap | None, keys: Keys, offset: int, need: int
+) -> Slots:
+    """A first sort field of few distinct values: its runs of equal codes in the query's
+    direction, each counted (bitmap cardinalities), and the page taken from the runs that
+    hold it, each by the remaining keys (then _id) as a query of its own. Never a whole run
+    sorted, whatever the ties. O(runs) counts plus the sub-pages."""
+    runs = order.runs()
+    assert runs is not None
+    codes, _ = runs
+    matched = store.live if m is None else m
+    placed = matched - order.stale if order.stale else matched
+    pend = matched & order.pending if order.pending else BitMap()
+    pend_slots = _slots(pend)
+    pend_codes = order.code[pend_slots]
+    extra = set(np.unique(pend_codes).tolist()) - set(codes.tolist())
+    if extra:  # a buffered value no run holds yet: the general walk copes
+        return _walk(store, order, m, keys, offset, need)
+    rest = keys[1:]
+    out: list[Slots] = []
+    seq = range(len(codes)) if keys[0][1] > 0 else range(len(codes) - 1, -1, -1)
+    for i in seq:
+        members = order.run_bitmap(i) & placed
+        if len(pend_slots):
+            members |= to_bitmap(pend_slots[pend_codes == codes[i]])
+        count = len(members)
+        if offset >= count:
+            offset -= count
+            continue
+        take = min(need, count - offset)
+        out.append(page_slots(store, members, rest, offset, take))
+        need -= take
+        offset = 0
+        if not need:
+            break
+    return np.concatenate(out) if out else _EMPTY
 
 
 def _walk(
