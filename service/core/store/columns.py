@@ -20,6 +20,7 @@ Slots are handed out in increasing order and never reused (a bulk build assigns 
 
 from __future__ import annotations
 
+import mmap
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["CHUNK", "SHIFT", "ArenaView", "Columns"]
+__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns"]
 
 #: An address is ``chunk << SHIFT | position``.
+#: A chunk of the arena: written ones are bytearrays; a checkpoint's, bytes or a read-only
+#: memory map of its file (pages read from the file as answers touch them).
+Chunk = bytearray | bytes | mmap.mmap
 SHIFT = 32
 _POS = (1 << SHIFT) - 1
 #: Chunks grow from _FIRST bytes, doubling, up to CHUNK (a room larger gets a chunk its size).
@@ -43,7 +47,7 @@ class ArenaView:
     never written again, so another thread may read them while the owner goes on. ``tokens``
     name the chunks: a chunk's first ``end`` bytes are the same wherever its token is."""
 
-    chunks: list[bytearray | bytes]
+    chunks: list[Chunk]
     ends: list[int]
     tokens: list[str]
 
@@ -73,7 +77,7 @@ class Columns:
         self.ids: list[str | None] = []
         self.slot_of: dict[str, int] = {}
         # Chunks loaded from a checkpoint are bytes (never written again), the others bytearrays.
-        self.chunks: list[bytearray | bytes] = []
+        self.chunks: list[Chunk] = []
         self.views: list[memoryview] = []  # one per chunk: slices without a copy
         self.ends: list[int] = []
         self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
@@ -104,7 +108,7 @@ class Columns:
         self.slot_of[room_id] = slot
         return slot
 
-    def _add_chunk(self, chunk: bytearray | bytes, end: int, token: str | None = None) -> None:
+    def _add_chunk(self, chunk: Chunk, end: int, token: str | None = None) -> None:
         self.chunks.append(chunk)
         self.views.append(memoryview(chunk))
         self.ends.append(end)
@@ -208,7 +212,7 @@ class Columns:
         ids: list[str | None],
         start: np.ndarray[Any, Any],
         size: np.ndarray[Any, Any],
-        chunks: list[bytearray | bytes],
+        chunks: list[Chunk],
         ends: list[int],
         tokens: list[str],
         garbage: int,

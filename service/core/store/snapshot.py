@@ -37,6 +37,7 @@ Python work per distinct value or bitmap, never per room except C-level list bui
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from service.core.store.columns import ArenaView
+from service.core.store.columns import ArenaView, Chunk
 from service.core.store.keys import DICT_HI, NAN, NUM_MAX
 
 if TYPE_CHECKING:
@@ -382,19 +383,20 @@ class _Reader:
             table[i] = value
         return slots, table[index]
 
-    def arena(self, chunks: list[dict[str, Any]]) -> tuple[list[bytearray | bytes], list[int]]:
-        out: list[bytearray | bytes] = []
+    def arena(self, chunks: list[dict[str, Any]]) -> tuple[list[Chunk], list[int]]:
+        out: list[Chunk] = []
         ends: list[int] = []
         for i, chunk in enumerate(chunks):
             capacity, end = int(chunk["capacity"]), int(chunk["end"])
             path = self.path(chunk["file"])
             if i == len(chunks) - 1 and capacity > end:  # the chunk appends go on into
-                data: bytearray | bytes = bytearray(capacity)
+                data: Chunk = bytearray(capacity)
                 with open(path, "rb") as f:
                     got = f.readinto(memoryview(data)[:end])
-            else:
-                data = path.read_bytes()  # never written again: no zero-filled copy
-                got = len(data)
+            else:  # never written again: mapped, read from the file only as answers need it
+                with open(path, "rb") as f:
+                    got = os.fstat(f.fileno()).st_size
+                    data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if got else b""
             if got != end:
                 raise FormatError(f"{chunk['file']}: {got} bytes, not {end}")
             out.append(data)
