@@ -10,6 +10,7 @@ import sys
 
 import yaml
 
+from tests.deploy.rules import Dumper
 from tests.deploy.tools import DEPLOY
 
 DASHBOARD = DEPLOY / "grafana" / "voip-rooms.json"
@@ -24,18 +25,6 @@ HEADER = """\
 """
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _string)
-
-
 def render_configmap() -> str:
     """The text of deploy/kubernetes/base/grafana-dashboard.yaml."""
     document = {
@@ -47,7 +36,7 @@ def render_configmap() -> str:
         },
         "data": {KEY: DASHBOARD.read_text()},
     }
-    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+    return HEADER + yaml.dump(document, Dumper=Dumper, sort_keys=False, width=100)
 
 
 if __name__ == "__main__":

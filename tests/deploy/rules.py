@@ -31,8 +31,8 @@ def rule_groups() -> list[dict[str, Any]]:
     return groups
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+class Dumper(yaml.SafeDumper):
+    """YAML as the generated manifests are written: multi-line strings as literal blocks."""
 
 
 def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -40,7 +40,7 @@ def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_Dumper.add_representer(str, _string)
+Dumper.add_representer(str, _string)
 
 
 def render_prometheusrule() -> str:
@@ -51,7 +51,7 @@ def render_prometheusrule() -> str:
         "metadata": {"name": "voip-rooms", "labels": {"app.kubernetes.io/name": "voip-rooms"}},
         "spec": {"groups": rule_groups()},
     }
-    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+    return HEADER + yaml.dump(document, Dumper=Dumper, sort_keys=False, width=100)
 
 
 if __name__ == "__main__":
