@@ -24,10 +24,11 @@ Files (every one listed with its size in the section :func:`save` returns):
   equal values), and per slot holding one an int32 index.
 
 Derived parts are rebuilt on load rather than saved: ``slot_of`` from ``ids``, each order's
-``mcode`` (``code[main]``). Buffers of recent changes are saved as they are (``main`` plus the
-``pending`` and ``stale`` bitmaps) and merged on load (:meth:`SortOrder.merge`), so that capture
-need not merge on the event loop; an order without one takes its saved block bitmaps as
-:meth:`SortOrder.build` would compute them (rebuilt when the block size differs). Capture holds
+``mcode`` (``code[main]``, but for the stale slots' entries, whose old codes are saved). Buffers
+of recent changes are kept as buffers, neither merged at capture (on the event loop) nor at load:
+``main`` with the ``pending`` and ``stale`` bitmaps, the stale slots' values as merged
+(``shadow``), and the codes of values coded since the merge rebuilt from the pending slots. The
+saved block bitmaps are taken as they are (rebuilt when the block size differs). Capture holds
 ``merged`` and ``blocks`` by reference: a merge replaces them whole, never changes them.
 
 Complexity: capture O(n) memory copies plus O(bitmaps); save and load O(size of the state), with
@@ -49,7 +50,7 @@ import orjson
 from pyroaring import BitMap
 
 from service.core.store.columns import ArenaView, Chunk
-from service.core.store.keys import DICT_HI, NAN, NUM_MAX
+from service.core.store.keys import DICT_HI, NAN, NUM_MAX, rank_key
 
 if TYPE_CHECKING:
     from service.core.store import RoomStore
@@ -77,6 +78,11 @@ class OrderImage:
     merged: BitMap  # main's slots and its blocks: replaced whole by every merge, never changed
     blocks: list[BitMap]
     vals: list[Any] | dict[int, Any] | None  # None: the ids (the _id order's values)
+    # The buffer kept as it is (a load does not merge it): main's codes where stale slots sit
+    # (None without stale slots), the stale slots, and their values as merged (``shadow``).
+    mcode: Array | None
+    stale: Array
+    shadow: dict[int, Any]
 
 
 #: A family of bitmaps, serialized: (keys, pyroaring's portable bytes of each).
@@ -147,8 +153,19 @@ def capture(store: RoomStore) -> Image:
         else:
             kept = vals[:n] if isinstance(vals, list) else dict(vals)
         code = order.code[:n].copy()
+        stale = np.frombuffer(order.stale.to_array(), dtype=np.uint32).copy()
         orders.append(
-            OrderImage(name, code, order.main.copy(), order.merged, list(order.blocks), kept)
+            OrderImage(
+                name,
+                code,
+                order.main.copy(),
+                order.merged,
+                list(order.blocks),
+                kept,
+                order.mcode.copy() if len(stale) else None,
+                stale,
+                dict(order.shadow),
+            )
         )
     return Image(
         version=store.version,
@@ -293,6 +310,13 @@ def save(
             kind = "dense"
             slots = np.flatnonzero(_dictionary_coded(order.code))
             out.column(f"order-{i}-vals", slots, order.code[slots], vals.__getitem__)
+        if order.mcode is not None:  # where stale slots sit in main, and their codes there
+            at = np.flatnonzero(np.isin(order.main, order.stale)).astype(np.uint32)
+            out.array(f"order-{i}-stale-at", at)
+            out.array(f"order-{i}-stale-code", order.mcode[at])
+        shadow = order.shadow
+        out.array(f"order-{i}-shadow-slots", np.fromiter(shadow, np.uint32, len(shadow)))
+        out.values(f"order-{i}-shadow", list(shadow.values()))
         orders.append({"name": order.name, "vals": kind})
     return {
         "version": VERSION,
@@ -487,14 +511,24 @@ def _load(
         main = read.array(f"order-{i}-main", np.uint32)
         order.pending, order.stale = buffers[(name, "pending")], buffers[(name, "stale")]
         order.main, order.mcode = main, order.code[main]
-        order.merged = merged[name][0]  # main's slots, which a merge updates
-        if order.pending or order.stale:
-            order.merge()  # a buffer left at capture: folded in now
-        elif same_blocks:  # what build(main) would compute, as saved
+        if f"order-{i}-stale-at" in read.arrays:  # stale slots: main keeps their old codes
+            at = read.array(f"order-{i}-stale-at", np.uint32)
+            order.mcode[at] = read.array(f"order-{i}-stale-code", np.int64)
+        shadow_slots = read.array(f"order-{i}-shadow-slots", np.uint32).tolist()
+        order.shadow = dict(zip(shadow_slots, read.values(f"order-{i}-shadow"), strict=True))
+        if same_blocks:  # what build(main) would compute, as saved
             order.merged, *order.blocks = merged[name]
-            order.shadow = {}
-            order.coder.clear_recent()
         else:
-            order.build(main)
+            order.merged = merged[name][0]
+            order._blocks()
+        # The buffer stays a buffer: no merge at load. The values coded since the last merge
+        # are the pending slots' dictionary-coded ones.
+        order.coder.clear_recent()
+        recent = order.coder.recent
+        for slot in order.pending:
+            value = order.value(slot)
+            if value is not None:
+                recent[rank_key(value)] = int(order.code[slot])
+        order.coder.recent_keys = sorted(recent)
     store.version = int(section["store_version"])
     return store
