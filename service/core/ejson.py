@@ -9,6 +9,7 @@ plain string for MongoDB's type ordering. orjson serializes it as the string it 
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -198,7 +199,10 @@ def _wrapper(key: str, obj: dict[str, Any]) -> Any:
             raise EJsonError(f"{key} expects a string, got {value!r}")
     elif n == 2 and key == "$binary" and "$type" in obj:  # legacy extended JSON
         if isinstance(value, str):
-            base64.b64decode(value, validate=False)
+            try:
+                base64.b64decode(value, validate=False)
+            except (ValueError, binascii.Error):  # non-ASCII text, or bad padding
+                raise EJsonError(f"$binary expects a base64 string, got {value!r}") from None
             return value
         raise EJsonError(f"$binary expects a base64 string, got {value!r}")
     raise KeyError(key)

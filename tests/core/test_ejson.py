@@ -296,3 +296,9 @@ def test_tagged_parse_applies_only_to_canonical_dates(raw: bytes, applies: bool)
     assert (parsed is not None) is applies
     if parsed is not None:
         assert ejson.untag(orjson.dumps(parsed)) == orjson.dumps(decode(orjson.loads(raw)))
+
+
+@pytest.mark.parametrize("text", ["\x80", "a", "é=="])
+def test_legacy_binary_that_is_not_base64_is_an_ejson_error(text: str) -> None:
+    with pytest.raises(EJsonError):
+        decode({"$binary": text, "$type": "00"})
