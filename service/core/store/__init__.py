@@ -248,21 +248,12 @@ class RoomStore:
         if self.columns.slot_of:
             raise ValueError("bulk_load needs an empty store")
         built = bulk.build(extracted, self.block, self.gather, self.fold_at)
-        version = self.version
-        watchers = self.watchers
-        self._take(built)
-        self.watchers = watchers
+        self.columns, self.live = built.columns, built.live
+        self.postings, self.names = built.postings, built.names
+        self.orders, self._fields = built.orders, built._fields
         n = len(self)
-        self.version = version + (1 if n else 0)
+        self.version += 1 if n else 0
         return n
-
-    def _take(self, other: RoomStore) -> None:
-        self.columns = other.columns
-        self.live = other.live
-        self.postings = other.postings
-        self.names = other.names
-        self.orders = other.orders
-        self._fields = other._fields
 
     def _check(self) -> None:
         """Every invariant, against a brute-force rebuild (tests). O(n log n)."""

@@ -14,7 +14,6 @@ merge to its code, ``recent_keys`` holds the same keys sorted, and codes order a
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -138,13 +137,12 @@ class Coder:
                     self.recent[k] = int(new[np.searchsorted(old, c)])
         return mine
 
-    def check(self, keyof: Callable[[int], Key]) -> None:
+    def check(self) -> None:
         """Invariants: recent keys sorted, their codes ordered as the keys are."""
         assert self.recent_keys == sorted(self.recent), "recent_keys out of step"
         codes = [self.recent[k] for k in self.recent_keys]
         assert codes == sorted(codes), "recent codes out of order"
         assert len(set(codes)) == len(codes), "recent values share a code"
-        del keyof
 
 
 def _between(lower: int, upper: int, lo_band: int, hi_band: int) -> int | None:

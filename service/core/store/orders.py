@@ -256,10 +256,6 @@ class SortOrder:
         merged = (self.merged - self.stale) | self.pending
         self.build(np.ascontiguousarray(main, dtype=np.uint32), merged)
 
-    def maybe_merge(self) -> None:
-        if self.buffered >= self.fold_at:
-            self.merge()
-
     def remap(self, lo: int, hi: int, old: Codes, new: Codes) -> None:
         """Respread codes: every code c in [lo, hi] (c in ``old``) becomes the matching ``new``
         one, in ``mcode`` and for every live slot. O(window + pending)."""
@@ -315,4 +311,4 @@ class SortOrder:
         dict_keys = sorted(k for k in pairs if k[0] != 0)
         codes = [pairs[k] for k in dict_keys]
         assert codes == sorted(codes), f"{name}: codes out of value order"
-        self.coder.check(self.merged_key)
+        self.coder.check()

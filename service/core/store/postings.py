@@ -21,6 +21,7 @@ from pyroaring import BitMap
 
 from service.core.ejson import Date
 from service.core.store.keys import DATE0, value_at
+from service.core.store.orders import to_bitmap
 
 __all__ = ["DATE_FIELDS", "EQ_FIELDS", "Postings", "eq_keys"]
 
@@ -161,8 +162,6 @@ class Postings:
 
     def build_dates(self, field: str, codes: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Every bucket of ``field`` from the codes of all slots (NULL for free ones). O(n)."""
-        from service.core.store.orders import to_bitmap
-
         is_date = codes >= DATE0 - (1 << 49)
         slots = np.flatnonzero(is_date).astype(np.uint32)
         days = (codes[is_date] - DATE0) // _DAY_MS
@@ -228,8 +227,6 @@ class Postings:
             edge = BitMap.union(*partial) if len(partial) > 1 else partial[0]
             slots = np.frombuffer(edge.to_array(), dtype=np.uint32)
             c = codes[slots]
-            from service.core.store.orders import to_bitmap
-
             found |= to_bitmap(slots[(c >= lo) & (c <= hi)])
         return found
 
