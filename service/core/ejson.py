@@ -23,6 +23,7 @@ __all__ = [
     "EJsonError",
     "date_from_iso",
     "date_from_ms",
+    "date_ms_of",
     "decode",
     "may_hold_wrappers",
     "parse_tagged",
@@ -229,9 +230,10 @@ def decode(value: Any) -> Any:
 
 
 def _object(obj: dict[str, Any]) -> Any:
-    """The hot path of a snapshot load: ``obj`` copied in C, then only the values that change
-    replaced; exact type() checks first (JSON parsers make exact types), and the common dates
-    converted without the general wrapper code."""
+    """The hot path of a snapshot load and of feed events: ``obj`` copied in C, then only the
+    values that change replaced; exact type() checks first (JSON parsers make exact types), and
+    the common dates (a nested ``{"$date": <ms>}`` as the broker writes them, or a canonical
+    ISO string) converted in the loop, without a call per wrapper."""
     for first in obj:
         if first[:1] == "$":
             if first == "$date" and len(obj) == 1:
@@ -240,7 +242,7 @@ def _object(obj: dict[str, Any]) -> Any:
                 if kind is str and _is_canonical(value):
                     return Date(value)
                 if kind is int:  # as Rocket.Chat's broker writes dates
-                    return date_from_ms(value)
+                    return _broker_date(value)
             try:
                 return _wrapper(first, obj)
             except KeyError:
@@ -250,10 +252,33 @@ def _object(obj: dict[str, Any]) -> Any:
     for key, value in obj.items():
         kind = type(value)
         if kind is dict:
-            out[key] = _object(value)
+            if len(value) == 1 and type(inner := value.get("$date")) is int:
+                out[key] = _broker_date(inner)
+            else:
+                out[key] = _object(value)
+        elif kind is list:
+            out[key] = [_object(v) if type(v) is dict else decode(v) for v in value]
         elif kind is not str and kind is not int and isinstance(value, dict | list):
             out[key] = decode(value)
     return out
+
+
+#: The milliseconds of Dates made from milliseconds lately (see :func:`date_ms_of`).
+_recent_ms: dict[str, int] = {}
+
+
+def _broker_date(ms: int) -> Date:
+    found = date_from_ms(ms)
+    if len(_recent_ms) >= _DAYS_KEPT:
+        _recent_ms.clear()
+    _recent_ms[found] = ms
+    return found
+
+
+def date_ms_of(value: str) -> int | None:
+    """The milliseconds of a Date decoded lately from ``{"$date": <ms>}`` (None when not
+    remembered): spares parsing back the text just formatted. O(1)."""
+    return _recent_ms.get(value)
 
 
 # -- the tagged parse: a bulk load's fast path ----------------------------------------------

@@ -37,7 +37,7 @@ from service.core.ejson import Date
 from service.core.query import SORTABLE_FIELDS, RoomQuery
 from service.core.store import bulk, check, page, plan
 from service.core.store.columns import Columns
-from service.core.store.keys import DICT_HI, NULL, value_at
+from service.core.store.keys import DICT_HI, NULL
 from service.core.store.names import NameIndex
 from service.core.store.orders import SortOrder
 from service.core.store.postings import DATE_FIELDS, Postings
@@ -66,18 +66,20 @@ def _dumps(room: dict[str, Any]) -> bytes:
 _SCALARS = frozenset({str, int, float, type(None)})
 
 
-def _unchanged(new: Any, old: Any, order: SortOrder, slot: int) -> bool:
-    """Whether a field's new value surely has the code it had, judged from the old value read
-    back from the stored bytes (where a date is a plain string): equal scalars of one type,
-    a string that is a date exactly when the code says it was one."""
-    if new != old:
-        return False
-    kind = type(new)
-    if kind is Date:
-        return type(old) is str and int(order.code[slot]) >= DATES
-    if kind is not type(old) or kind not in _SCALARS:
-        return False
-    return kind is not str or int(order.code[slot]) < DATES
+_FOLD_MIN = 8192
+
+
+def _paths(
+    orders: dict[str, SortOrder],
+) -> tuple[tuple[str, str, str | None, SortOrder, bool], ...]:
+    """Per sortable field: (field, its first key, its second key or None, order, dated)."""
+    out = []
+    for field in SORTABLE_FIELDS:
+        parts = field.split(".")
+        assert len(parts) <= 2, "a sortable field nested deeper than two keys"
+        sub = parts[1] if len(parts) == 2 else None
+        out.append((field, parts[0], sub, orders[field], field in DATE_FIELDS))
+    return tuple(out)
 
 
 class RoomStore:
@@ -95,21 +97,22 @@ class RoomStore:
         self.version = 0
         self.gather = gather
         self.block = block_size
-        self.fold_at = fold_at if fold_at is not None else 8192
+        self.fold_at = fold_at  # None: see fold_limit()
         self.columns = Columns()
         self.live = BitMap()
         self.postings = Postings()
         self.names = NameIndex()
         self.watchers: list[Callable[[Change], None]] = []
-        ids = SortOrder("_id", None, dense=True, block=block_size, fold_at=self.fold_at)
+        ids = SortOrder("_id", None, dense=True, block=block_size, fold_at=fold_at or _FOLD_MIN)
         self.orders: dict[str, SortOrder] = {"_id": ids}
         for field in SORTABLE_FIELDS:
             self.orders[field] = SortOrder(
-                field, ids, dense=field in _DENSE, block=block_size, fold_at=self.fold_at
+                field, ids, dense=field in _DENSE, block=block_size, fold_at=fold_at or _FOLD_MIN
             )
         self._fields = tuple(
             (f, tuple(f.split(".")), self.orders[f], f in DATE_FIELDS) for f in SORTABLE_FIELDS
         )
+        self._paths = _paths(self.orders)
 
     # -- reads ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -159,45 +162,73 @@ class RoomStore:
     def upsert(self, room: dict[str, Any]) -> bool:
         """Store ``room`` (replacing the room with its ``_id``); False when the identical room
         is already stored. O(F) direct codes, O(log n) per new string value, O(len(name)) when
-        the name changed; merges of the buffers amortize to O(n / fold_at) per change."""
+        the name changed; merges of the buffers amortize to O(n / fold) per change."""
         rid = room["_id"]
         if type(rid) is not str:
             raise TypeError(f"room _id must be a string, got {rid!r}")
         doc = _dumps(room)
         columns = self.columns
+        post = self.postings
         slot = columns.slot_of.get(rid)
         before: bytes | None = None
+        touched: list[SortOrder] = []
         if slot is None:
             slot = len(columns.ids)
             self._grow(slot)
             columns.new_slot(rid)
-            self.orders["_id"].set(slot, rid, True)
-            fresh = True
+            ids = self.orders["_id"]
+            ids.set(slot, rid, True)
+            touched.append(ids)
+            post.add(slot, room)
+            self.names.add(slot, room.get("name"))
+            for field, top, sub, order, dated in self._paths:
+                value = room.get(top)
+                if sub is not None:
+                    value = value.get(sub) if type(value) is dict else None
+                order.set(slot, value, True)
+                touched.append(order)
+                if dated:
+                    post.move_date(field, slot, NULL, int(order.code[slot]))
         else:
             before = columns.doc(slot)
             if before == doc:
                 return False
             old = orjson.loads(before)
-            self.postings.update(slot, old, room)
-            if value_at(old, ("name",)) != room.get("name"):
+            post.update(slot, old, room)
+            name = room.get("name")
+            if old.get("name") != name:
                 self.names.discard(slot)
-            fresh = False
-        if fresh:
-            self.postings.add(slot, room)
-        if slot not in self.names.lows:
-            self.names.add(slot, room.get("name"))
-        post = self.postings
-        for field, parts, order, dated in self._fields:
-            value = value_at(room, parts)
-            if not fresh and _unchanged(value, value_at(old, parts), order, slot):
-                continue
-            was = int(order.code[slot])
-            if order.set(slot, value, fresh) and dated:
-                post.move_date(field, slot, NULL if fresh else was, int(order.code[slot]))
+            if slot not in self.names.lows:
+                self.names.add(slot, name)
+            for field, top, sub, order, dated in self._paths:
+                value = room.get(top)
+                was = old.get(top)
+                if sub is not None:
+                    value = value.get(sub) if type(value) is dict else None
+                    was = was.get(sub) if type(was) is dict else None
+                if value == was:
+                    # Equal to the value read back from the bytes (a date there is a plain
+                    # string): the same code when of one scalar type, and a string that is a
+                    # date exactly when the code says it was one.
+                    kind = type(value)
+                    if kind is Date:
+                        if type(was) is str and order.code[slot] >= DATES:
+                            continue
+                    elif (
+                        kind is type(was)
+                        and kind in _SCALARS
+                        and (kind is not str or order.code[slot] < DATES)
+                    ):
+                        continue
+                code = int(order.code[slot])
+                if order.set(slot, value, False):
+                    touched.append(order)
+                    if dated:
+                        post.move_date(field, slot, code, int(order.code[slot]))
         columns.put(slot, doc)
         self.live.add(slot)
         self.version += 1
-        self._changed(Change(rid, before, doc))
+        self._changed(Change(rid, before, doc), touched)
         return True
 
     def remove(self, room_id: str) -> bool:
@@ -217,14 +248,23 @@ class RoomStore:
         columns.free(slot)
         self.live.discard(slot)
         self.version += 1
-        self._changed(Change(room_id, before, None))
+        self._changed(Change(room_id, before, None), list(self.orders.values()))
         return True
 
-    def _changed(self, change: Change) -> None:
+    def fold_limit(self) -> int:
+        """Buffered slots at which a sort order is merged: ``fold_at`` when given, else one
+        sixty-fourth of the rooms and at least 8,192, so that merges (O(n) each) amortize to
+        O(1) a change at any size."""
+        if self.fold_at is not None:
+            return self.fold_at
+        return max(_FOLD_MIN, len(self.live) >> 6)
+
+    def _changed(self, change: Change, touched: list[SortOrder]) -> None:
         for watcher in self.watchers:
             watcher(change)
-        for order in self.orders.values():
-            if order.buffered >= order.fold_at:
+        limit = self.fold_limit()
+        for order in touched:
+            if len(order.pending) + len(order.stale) >= limit:
                 order.merge()
 
     def merge(self) -> None:
@@ -251,6 +291,7 @@ class RoomStore:
         self.columns, self.live = built.columns, built.live
         self.postings, self.names = built.postings, built.names
         self.orders, self._fields = built.orders, built._fields
+        self._paths = _paths(self.orders)
         n = len(self)
         self.version += 1 if n else 0
         return n

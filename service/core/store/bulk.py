@@ -284,7 +284,7 @@ def _id_codes(ids: list[str]) -> Rows:
     return codes
 
 
-def build(ex: Extracted, block: int, gather: bool | None, fold_at: int) -> RoomStore:
+def build(ex: Extracted, block: int, gather: bool | None, fold_at: int | None) -> RoomStore:
     """A new RoomStore holding the extracted rooms (a later duplicate wins). O(n log n)."""
     from service.core.store import RoomStore
 

@@ -14,6 +14,7 @@ merge to its code, ``recent_keys`` holds the same keys sorted, and codes order a
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,6 +36,9 @@ class Placement(Protocol):
     mcode: np.ndarray[Any, np.dtype[np.int64]]
 
     def merged_key(self, slot: int) -> Key: ...
+
+    def merged_keys(self) -> Callable[[Any], Key]:
+        """merged_key as a closure taking main's items as they are."""
 
     def remap(self, lo: int, hi: int, old: np.ndarray[Any, Any], new: np.ndarray[Any, Any]) -> None:
         """Every code c with lo <= c <= hi becomes new[searchsorted(old, c)] (c is in old)."""
@@ -82,8 +86,9 @@ class Coder:
         a = int(np.searchsorted(mcode, lo_band, "right"))
         b = int(np.searchsorted(mcode, hi_band, "left"))
         main = order.main
-        p = bisect_left(main, key, a, b, key=order.merged_key)
-        if p < b and order.merged_key(int(main[p])) == key:
+        merged_key = order.merged_keys()
+        p = bisect_left(main, key, a, b, key=merged_key)
+        if p < b and merged_key(main[p]) == key:
             return int(mcode[p])
         lower = int(mcode[p - 1]) if p > a else lo_band
         upper = int(mcode[p]) if p < b else hi_band

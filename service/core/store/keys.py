@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from service.core.ejson import Date
+from service.core.ejson import Date, date_ms_of
 
 __all__ = [
     "DATE0",
@@ -66,6 +66,9 @@ _day_ms: dict[str, int] = {}
 
 def date_ms(value: str) -> int:
     """Milliseconds since the epoch of a Date (``YYYY-MM-DDTHH:MM:SS.mmmZ``). O(1)."""
+    known = date_ms_of(value)
+    if known is not None:
+        return known
     day = value[:10]
     base = _day_ms.get(day)
     if base is None:

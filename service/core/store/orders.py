@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from array import array
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,35 @@ def to_bitmap(slots: np.ndarray[Any, Any]) -> BitMap:
     and the array.array path is its fast one."""
     ordered = np.sort(np.asarray(slots, dtype=np.uint32), kind="stable")
     return BitMap(array("I", ordered.tobytes()))
+
+
+#: A run of equal codes at most this long is searched by id code in Python, a longer one with
+#: numpy (its id codes gathered once for every pending slot that falls in it).
+_SHORT_RUN = 64
+
+
+def _place_ties(
+    main: Slots, ids: Codes, at: np.ndarray[Any, Any], end: np.ndarray[Any, Any], pid: Codes
+) -> None:
+    """Where each pending slot goes inside its run of equal codes ``main[at:end]`` (sorted by
+    id code): ``at`` moved past the ids below ``pid``. O(total length of the long runs hit)
+    numpy work, plus O(log run) Python steps per slot in a short run."""
+    ties = np.flatnonzero(end > at)
+    if not len(ties):
+        return
+    long_ = ties[(end[ties] - at[ties]) > _SHORT_RUN]
+    if len(long_):
+        starts = at[long_]
+        cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+        for group in np.split(long_, cuts.tolist()):
+            a, b = int(at[group[0]]), int(end[group[0]])
+            run_ids = ids[main[a:b]]
+            at[group] = a + np.searchsorted(run_ids, pid[group], "left")
+    short = ties[(end[ties] - at[ties]) <= _SHORT_RUN]
+    if len(short):
+        idkey = ids.__getitem__
+        for i in short.tolist():
+            at[i] = bisect_left(main, pid[i], int(at[i]), int(end[i]), key=idkey)
 
 
 class SortOrder:
@@ -117,6 +147,18 @@ class SortOrder:
             return rank_key(self.shadow[slot])
         return rank_key(self.value(slot))
 
+    def merged_keys(self) -> Callable[[Any], Key]:
+        """:meth:`merged_key` as one closure for a binary search over ``main`` (its slots may
+        be numpy integers): a single Python frame a step, strings keyed without a call."""
+        vals, shadow = self.vals, self.shadow
+        get = vals.__getitem__ if isinstance(vals, list) else vals.get
+
+        def key(slot: Any) -> Key:
+            value = shadow[slot] if shadow and slot in shadow else get(slot)
+            return (2, value) if type(value) is str else rank_key(value)
+
+        return key
+
     def _store(self, slot: int, value: Any) -> None:
         vals = self.vals
         if isinstance(vals, list):
@@ -174,13 +216,20 @@ class SortOrder:
     def id_codes(self) -> Codes:
         return self.code if self.ids is None else self.ids.code
 
-    def build(self, main: Slots, merged: BitMap | None = None) -> None:
+    def build(
+        self,
+        main: Slots,
+        merged: BitMap | None = None,
+        mcode: Codes | None = None,
+        unchanged: int = 0,
+    ) -> None:
         """Take ``main`` (every live slot, sorted by (code, id code)) as the merged part;
-        ``merged``, when given, is its slots as a BitMap."""
+        ``merged``, when given, is its slots as a BitMap, ``mcode`` its codes, and the first
+        ``unchanged`` positions hold what they held before (their blocks are kept)."""
         self.main = main
-        self.mcode = self.code[main]
+        self.mcode = self.code[main] if mcode is None else mcode
         self.merged = to_bitmap(main) if merged is None else merged
-        self._blocks()
+        self._blocks(unchanged)
         self.pending = BitMap()
         self.stale = BitMap()
         self.shadow = {}
@@ -216,21 +265,27 @@ class SortOrder:
             found = self._run_bitmaps[i] = to_bitmap(self.main[starts[i] : starts[i + 1]])
         return found
 
-    def _blocks(self) -> None:
+    def _blocks(self, unchanged: int = 0) -> None:
+        """The block bitmaps, those wholly within the first ``unchanged`` positions kept."""
         b = self.block
         main = self.main
-        self.blocks = [to_bitmap(main[i : i + b]) for i in range(0, len(main), b)]
+        keep = min(unchanged // b, len(self.blocks))
+        self.blocks[keep:] = [to_bitmap(main[i : i + b]) for i in range(keep * b, len(main), b)]
 
     def merge(self) -> None:
-        """Fold the buffer into main: O(n) numpy moves plus O(p log n) for p pending slots."""
+        """Fold the buffer into main: O(n) numpy moves (no Python work per slot but for short
+        runs of equal codes), and the blocks from the first changed position on rebuilt."""
         if not self.pending and not self.stale:
             return
         main, mcode = self.main, self.mcode
+        first = len(main)  # positions before this one keep their slot
         if self.stale:
             drop = np.zeros(len(self.code), dtype=np.bool_)
             drop[np.frombuffer(self.stale.to_array(), dtype=np.uint32)] = True
-            keep = ~drop[main]
-            main, mcode = main[keep], mcode[keep]
+            gone = np.flatnonzero(drop[main])
+            if len(gone):
+                first = int(gone[0])
+                main, mcode = np.delete(main, gone), np.delete(mcode, gone)
         if self.pending:
             added = np.frombuffer(self.pending.to_array(), dtype=np.uint32)
             ids = self.id_codes()
@@ -240,21 +295,12 @@ class SortOrder:
             added, pcode, pid = added[by], pcode[by], pid[by]
             at = np.searchsorted(mcode, pcode, "left")
             end = np.searchsorted(mcode, pcode, "right")
-            ties = np.flatnonzero(end > at)
-            if len(ties):
-                idkey = ids.__getitem__
-                for i in ties.tolist():  # runs of equal codes: place by id code
-                    at[i] = bisect_left(
-                        main,
-                        pid[i],
-                        int(at[i]),
-                        int(end[i]),
-                        key=idkey,
-                    )
+            _place_ties(main, ids, at, end, pid)
+            first = min(first, int(at[0]))
             main = np.insert(main, at, added)
             mcode = np.insert(mcode, at, pcode)
         merged = (self.merged - self.stale) | self.pending
-        self.build(np.ascontiguousarray(main, dtype=np.uint32), merged)
+        self.build(np.ascontiguousarray(main, dtype=np.uint32), merged, mcode, first)
 
     def remap(self, lo: int, hi: int, old: Codes, new: Codes) -> None:
         """Respread codes: every code c in [lo, hi] (c in ``old``) becomes the matching ``new``
