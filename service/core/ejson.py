@@ -263,15 +263,21 @@ def _object(obj: dict[str, Any]) -> Any:
     return out
 
 
-#: The milliseconds of Dates made from milliseconds lately (see :func:`date_ms_of`).
+#: Dates made from milliseconds lately, both ways (see :func:`date_ms_of`): an event repeats
+#: its room's dates (``lm``, ``_updatedAt`` and ``closedAt`` are often one instant).
 _recent_ms: dict[str, int] = {}
+_recent_dates: dict[int, Date] = {}
 
 
 def _broker_date(ms: int) -> Date:
-    found = date_from_ms(ms)
-    if len(_recent_ms) >= _DAYS_KEPT:
-        _recent_ms.clear()
-    _recent_ms[found] = ms
+    found = _recent_dates.get(ms)
+    if found is None:
+        found = date_from_ms(ms)
+        if len(_recent_dates) >= _DAYS_KEPT:
+            _recent_dates.clear()
+            _recent_ms.clear()
+        _recent_dates[ms] = found
+        _recent_ms[found] = ms
     return found
 
 

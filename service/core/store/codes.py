@@ -40,6 +40,14 @@ class Placement(Protocol):
     def merged_keys(self) -> Callable[[Any], Key]:
         """merged_key as a closure taking main's items as they are."""
 
+    @property
+    def shadow(self) -> dict[int, Any]:
+        """Stale slots' values as merged."""
+
+    @property
+    def raw_value(self) -> Callable[[Any], Any]:
+        """A slot's stored value, called in C (no Python frame) where it can be."""
+
     def remap(self, lo: int, hi: int, old: np.ndarray[Any, Any], new: np.ndarray[Any, Any]) -> None:
         """Every code c with lo <= c <= hi becomes new[searchsorted(old, c)] (c is in old)."""
 
@@ -87,7 +95,7 @@ class Coder:
         b = int(np.searchsorted(mcode, hi_band, "left"))
         main = order.main
         merged_key = order.merged_keys()
-        p = bisect_left(main, key, a, b, key=merged_key)
+        p = _search(order, main, key, a, b, merged_key)
         if p < b and merged_key(main[p]) == key:
             return int(mcode[p])
         lower = int(mcode[p - 1]) if p > a else lo_band
@@ -148,6 +156,21 @@ class Coder:
         codes = [self.recent[k] for k in self.recent_keys]
         assert codes == sorted(codes), "recent codes out of order"
         assert len(set(codes)) == len(codes), "recent values share a code"
+
+
+def _search(
+    order: Placement, main: Any, key: Key, a: int, b: int, merged_key: Callable[[Any], Key]
+) -> int:
+    """bisect_left of ``key`` over main[a:b] by merged key. A string among strings (the usual
+    case: no stale slot's old value to read) compares the stored values themselves, with no
+    Python call a step; a comparison with any other type raises TypeError, and the keyed
+    search runs instead."""
+    if key[0] == 2 and type(key[1]) is str and not order.shadow:
+        try:
+            return bisect_left(main, key[1], a, b, key=order.raw_value)
+        except TypeError:
+            pass
+    return bisect_left(main, key, a, b, key=merged_key)
 
 
 def _between(lower: int, upper: int, lo_band: int, hi_band: int) -> int | None:

@@ -147,6 +147,12 @@ class SortOrder:
             return rank_key(self.shadow[slot])
         return rank_key(self.value(slot))
 
+    @property
+    def raw_value(self) -> Callable[[Any], Any]:
+        """The slot's stored value as a C callable (``vals.__getitem__`` or ``.get``)."""
+        vals = self.vals
+        return vals.__getitem__ if isinstance(vals, list) else vals.get
+
     def merged_keys(self) -> Callable[[Any], Key]:
         """:meth:`merged_key` as one closure for a binary search over ``main`` (its slots may
         be numpy integers): a single Python frame a step, strings keyed without a call."""
