@@ -13,8 +13,10 @@ A :class:`SortOrder` keeps
   the value a stale slot held when it was merged, so that binary searches over ``main`` compare
   the values ``main`` was sorted by.
 
-:meth:`merge` folds the buffer in with numpy (O(n) memory moves, O(p log n) for p pending),
-when the buffer holds ``fold_at`` slots; no single change ever re-sorts the field.
+:meth:`merge` folds the buffer in with numpy (O(n) memory moves, O(p log n) for p pending; a
+pending slot in a long run of equal codes is placed by id code with the run's id codes gathered
+once), keeping the blocks before the first changed position, when the buffer reaches the
+front's limit (``RoomStore.fold_limit``); no single change ever re-sorts the field.
 
 Mutation order (the front, RoomStore, follows it): :meth:`set` for every live slot's value
 change, :meth:`free` once a slot is removed; never write ``code`` or ``main`` directly.
