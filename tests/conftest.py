@@ -71,7 +71,7 @@ def snapshot_dir(tmp_path: Path) -> Path:
     return write_snapshot(tmp_path / "snapshot", standard_rooms(), standard_users(), position=7)
 
 
-async def wait_ready(client: TestClient[Any, Any], within: float = 10.0) -> None:
+async def wait_ready(client: TestClient[Any, Any], within: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while True:
         resp = await client.get("/readyz")

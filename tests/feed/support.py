@@ -90,7 +90,7 @@ class NatsServer:
 
 
 async def eventually(
-    check: Callable[[], bool], within: float = 10.0, what: str = "condition"
+    check: Callable[[], bool], within: float = 30.0, what: str = "condition"
 ) -> None:
     """Wait until ``check()`` holds, polling the loop."""
     deadline = time.monotonic() + within
