@@ -17,7 +17,7 @@ from yarl import URL
 from service.core.errors import ApiError
 from service.feed.replica import STALE_FEED_GAP, Replica
 from service.settings import Settings
-from service.web import openapi
+from service.web import board, openapi
 from service.web.guards import Guard, epoch_ms
 from service.web.metrics import Metrics
 from service.web.responses import api_error, json_response, status_error
@@ -256,6 +256,8 @@ def create_app(
     front.add_get(app, "/readyz", readyz)
     front.add_get(app, "/metrics", make_aiohttp_handler(metrics.registry))
     front.add_get(app, openapi.ROUTE, openapi.handle)
+    for path in (*board.INDEX_ROUTES, board.ROUTE):
+        front.add_get(app, path, board.handle)
     front.add_fallback(app)
     app.cleanup_ctx.append(_replica_lifecycle)
     return app
