@@ -279,7 +279,8 @@ SETTINGS: tuple[Spec, ...] = (
         "response_cache",
         _positive(int),
         "4096",
-        "answers kept per data version, ready to send (0 = off: every answer is built)",
+        "answers kept ready to send, each until a room change affects it; the least recently "
+        "used is dropped first (0 = off: every answer is built)",
         "N",
     ),
 )
