@@ -17,6 +17,7 @@ from service.settings import Settings
 from service.web.answers import JSON, Answers
 from service.web.metrics import Metrics
 from service.web.responses import status_error
+from service.web.streams import Hub, wants_stream
 
 __all__ = ["ROUTE", "RoomsHandler"]
 
@@ -67,6 +68,8 @@ class RoomsHandler:
         self.answers = Answers(replica, settings.response_cache, metrics.live)
         self._cache = self.answers.cache
         self._counts = metrics.live
+        #: the live-answer streams (Accept: text/event-stream); none: streams are plain GETs
+        self.hub: Hub | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         replica = self.replica
@@ -107,6 +110,8 @@ class RoomsHandler:
             parsed = self.parsed.get(raw) or self.parsed.parse(raw, list(request.query.items()))
         if not login.grants.may_list_rooms(login.user.id, parsed.query.agents):
             raise Forbidden()
+        if self.hub is not None and wants_stream(request):
+            return await self.hub.open(request, parsed, login, limit_headers)
         answer = self._cache.get(parsed.ident)
         if answer is None:
             answer = self.answers.build(parsed)

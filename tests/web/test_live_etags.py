@@ -52,7 +52,7 @@ async def test_same_answer_same_etag_on_two_replicas_at_two_positions(
     feed.append(
         "watch.rooms", {"clientAction": "inserted", "room": make_room("x1", queue="support")}
     )
-    await eventually(lambda: _at(client, 1), what="the event")
+    await eventually(_at(client, 1), what="the event")
     a = await client.get(SALES, headers=headers(MANAGER))
     b = await other.get(SALES, headers=headers(MANAGER))
     assert a.headers["ETag"] == b.headers["ETag"]
@@ -61,8 +61,11 @@ async def test_same_answer_same_etag_on_two_replicas_at_two_positions(
     assert len(a.headers["ETag"]) == 26
 
 
-async def _at(client: Client, wanted: int) -> bool:
-    return await position(client) >= wanted
+def _at(client: Client, wanted: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await position(client) >= wanted
+
+    return check
 
 
 async def test_revalidation_gets_304_while_unrelated_events_arrive(
@@ -75,7 +78,7 @@ async def test_revalidation_gets_304_while_unrelated_events_arrive(
     for i in range(5):
         room = make_room(f"support-{i}", queue="support")
         feed.append("watch.rooms", {"clientAction": "inserted", "room": room})
-        await eventually(lambda i=i: _at(client, i + 1), what=f"event {i + 1}")
+        await eventually(_at(client, i + 1), what=f"event {i + 1}")
         again = await client.get(SALES, headers={**headers(MANAGER), "If-None-Match": etag})
         assert again.status == 304
         assert again.headers["ETag"] == etag
@@ -85,14 +88,14 @@ async def test_revalidation_gets_304_while_unrelated_events_arrive(
     feed.append(
         "watch.rooms", {"clientAction": "inserted", "room": make_room("sale-1", queue="sales")}
     )
-    await eventually(lambda: _at(client, 6), what="the related event")
+    await eventually(_at(client, 6), what="the related event")
     changed = await client.get(SALES, headers={**headers(MANAGER), "If-None-Match": etag})
     assert changed.status == 200
     assert changed.headers["ETag"] != etag
     assert (await changed.json())["total"] == (await first.json())["total"] + 1
     # a room leaving the query changes it back: the same content, the same ETag as at first
     feed.append("watch.rooms", {"clientAction": "removed", "room": {"_id": "sale-1"}})
-    await eventually(lambda: _at(client, 7), what="the removal")
+    await eventually(_at(client, 7), what="the removal")
     back = await client.get(SALES, headers={**headers(MANAGER), "If-None-Match": etag})
     assert back.status == 304
 
@@ -105,7 +108,7 @@ async def test_users_events_keep_answers(live: tuple[Client, Feed]) -> None:
         "watch.users",
         {"clientAction": "updated", "id": "agent-1", "diff": {"statusLivechat": "available"}},
     )
-    await eventually(lambda: _at(client, 1), what="the users event")
+    await eventually(_at(client, 1), what="the users event")
     assert (await client.get(SALES, headers=headers(MANAGER))).status == 200
     assert await cache_count(client, "miss") == misses
 
