@@ -54,12 +54,13 @@ OPEN: dict[str, tuple[str | None, str | None, str, int]] = {
     "call-out-1": (None, "agent.three", "outbound", 20_000),
 }
 NEW_CALL = "call-sales-new"
+NEW_CALL_IS = ("sales", None, "inbound", 0)
 #: A user the last test removes through the feed, to watch its stream end.
 LEAVING = ("leaving", "leaving-token")
 
 
 def open_room(room_id: str, now_ms: int) -> dict[str, Any]:
-    queue, agent, direction, waited = OPEN[room_id]
+    queue, agent, direction, waited = OPEN.get(room_id) or NEW_CALL_IS
     return make_room(
         room_id,
         ts={"$date": iso(now_ms - waited)},
@@ -153,13 +154,9 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("the server never became ready")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("board")
-    users = [*standard_users(), make_user(LEAVING[0], ["admin"], {LEAVING[1]: NOW_MS - DAY_MS})]
-    snapshot = write_snapshot(tmp / "snap", snapshot_rooms(), users, position=0)
-    feed = Feed(tmp / "events.jsonl")
-    port_file = tmp / "port"
+def start_server(snapshot: Path, feed: Feed, port_file: Path, port: int = 0) -> Served:
+    """``voip-rooms serve`` on ``port`` (0: any free one), once ready."""
+    port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -173,27 +170,49 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(port),
             "--port-file",
             str(port_file),
             "--drain-seconds",
-            "0",
+            "0.2",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        port = wait_port_file(port_file, proc)
-        base = f"http://127.0.0.1:{port}"
+        bound = wait_port_file(port_file, proc)
+        base = f"http://127.0.0.1:{bound}"
         _wait_ready(base, proc)
-        yield Served(base, feed, proc)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return Served(base, feed, proc)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def board_data(tmp: Path) -> tuple[Path, Feed]:
+    users = [*standard_users(), make_user(LEAVING[0], ["admin"], {LEAVING[1]: NOW_MS - DAY_MS})]
+    snapshot = write_snapshot(tmp / "snap", snapshot_rooms(), users, position=0)
+    return snapshot, Feed(tmp / "events.jsonl")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("board")
+    snapshot, feed = board_data(tmp)
+    server = start_server(snapshot, feed, tmp / "port")
+    try:
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(server.proc)
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +364,6 @@ def test_signing_in_shows_the_open_calls_and_a_published_call_appears_live(
            }).observe(document.getElementById('call-rows'), {childList: true});""",
         NEW_CALL,
     )
-    OPEN[NEW_CALL] = ("sales", None, "inbound", 0)
     now_ms = int(time.time() * 1000)
     served.feed.append(
         "watch.rooms", {"clientAction": "inserted", "room": open_room(NEW_CALL, now_ms)}
@@ -366,7 +384,7 @@ def test_signing_in_shows_the_open_calls_and_a_published_call_appears_live(
     )
     assert rows(driver)[-1]["id"] == NEW_CALL  # the shortest wait, last
     wait_for(driver, "the sales tile to count it", lambda b: tiles(b)["sales"]["count"] == "3")
-    assert driver.find_element(By.ID, "total").text == str(len(OPEN))
+    assert driver.find_element(By.ID, "total").text == str(len(OPEN) + 1)
 
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
@@ -502,12 +520,13 @@ def test_a_refused_login_keeps_the_sign_in_and_says_why(driver: WebDriver, serve
 def test_the_queue_filter_and_sign_out(driver: WebDriver, served: Served) -> None:
     fresh_page(driver, served)
     sign_in(driver, MANAGER)
-    wait_for(driver, "the open calls", lambda b: len(rows(b)) == len(OPEN))
+    wait_for(driver, "the open calls", lambda b: len(rows(b)) >= len(OPEN))
+    sales = [r["id"] for r in rows(driver) if r["queue"] == "sales"]
     queue = Select(driver.find_element(By.ID, "queue-filter"))
     assert [o.text for o in queue.options] == ["All queues", "billing", "sales", "support"]
     queue.select_by_value("sales")
     wait_for(driver, "the sales calls only", lambda b: {r["queue"] for r in rows(b)} == {"sales"})
-    assert len(rows(driver)) == sum(1 for q, *_ in OPEN.values() if q == "sales")
+    assert [r["id"] for r in rows(driver)] == sales
     assert list(tiles(driver)) == ["sales"]
     assert driver.execute_script("return location.hash") == "#queue=sales"
     wait_for(driver, "the live status", lambda b: status(b) == "Live")
@@ -529,7 +548,7 @@ def test_a_login_that_ends_closes_the_board(driver: WebDriver, served: Served) -
     """The stream's ``event: error`` (the user removed upstream) brings back the sign-in."""
     fresh_page(driver, served)
     sign_in(driver, LEAVING)
-    wait_for(driver, "the open calls", lambda b: len(rows(b)) == len(OPEN))
+    wait_for(driver, "the open calls", lambda b: len(rows(b)) >= len(OPEN))
     served.feed.append("watch.users", {"clientAction": "removed", "id": LEAVING[0]})
     error = driver.find_element(By.ID, "signin-error")
     wait_for(driver, "the ended login", lambda b: error.is_displayed())
@@ -537,3 +556,48 @@ def test_a_login_that_ends_closes_the_board(driver: WebDriver, served: Served) -
     assert driver.find_element(By.ID, "user-id").get_attribute("value") == LEAVING[0]
     assert driver.execute_script("return sessionStorage.length") == 0
     assert console_errors(driver) == []
+
+
+def test_a_dropped_stream_reconnects_and_resumes(
+    driver: WebDriver, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The service stops (its streams end with a ``retry:`` hint) and comes back on the same
+    port: the board says it is reconnecting, then resumes with ``Last-Event-ID``, still showing
+    the calls, without a reload."""
+    tmp = tmp_path_factory.mktemp("board-restart")
+    snapshot, feed = board_data(tmp)
+    first = start_server(snapshot, feed, tmp / "port")
+    port = int(first.base.rsplit(":", 1)[1])
+    try:
+        fresh_page(driver, first)
+        sign_in(driver, MANAGER)
+        wait_for(driver, "the open calls", lambda b: len(rows(b)) == len(OPEN))
+        wait_for(driver, "the live status", lambda b: status(b) == "Live")
+        driver.execute_script("window.boardTest = {same: true}")  # gone if the page reloads
+        requests_made(driver)
+    finally:
+        stop_server(first.proc)
+    wait_for(driver, "the reconnecting status", lambda b: "reconnecting" in status(b))
+    assert len(rows(driver)) == len(OPEN)  # the last answer stays up, dimmed
+    assert "stale" in str(driver.find_element(By.ID, "board").get_attribute("class"))
+    second = start_server(snapshot, feed, tmp / "port", port=port)
+    try:
+        wait_for(driver, "the live status again", lambda b: status(b) == "Live")
+        assert driver.execute_script("return boardTest.same") is True
+        streams = [
+            {k.lower(): v for k, v in e["params"]["request"]["headers"].items()}
+            for e in requests_made(driver)
+            if e["method"] == "Network.requestWillBeSent"
+            and "/api/v1/voip/rooms?" in e["params"]["request"]["url"]
+        ]
+        assert streams, "no reconnection logged"
+        assert all(h.get("accept") == "text/event-stream" for h in streams)
+        # The answer on screen, named by its content ETag: the same on the new process.
+        assert {h.get("last-event-id") for h in streams} != {None}
+        assert len(rows(driver)) == len(OPEN)
+        # Failed reconnections while the port was closed are the only errors.
+        assert (
+            console_errors(driver, allowed=("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE")) == []
+        )
+    finally:
+        stop_server(second.proc)

@@ -220,6 +220,7 @@
   function showSignIn(message) {
     stop();
     state.login = null;
+    clearCalls(); // nothing of the calls stays in the page once signed out
     view.board.hidden = true;
     view.tools.hidden = true;
     view.totalWrap.hidden = true;
