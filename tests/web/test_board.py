@@ -44,7 +44,6 @@ WAIT_S = 60.0
 LIVE_BOUND_MS = 2000
 
 MIN_MS = 60_000
-NOW_MS = int(time.time() * 1000)
 #: The open calls of the snapshot: id -> (queue, agent or None, direction, waiting ms).
 OPEN: dict[str, tuple[str | None, str | None, str, int]] = {
     "call-sales-1": ("sales", "agent.one", "inbound", 40_000),
@@ -72,8 +71,8 @@ def open_room(room_id: str, now_ms: int) -> dict[str, Any]:
     )
 
 
-def snapshot_rooms() -> list[dict[str, Any]]:
-    rooms = [open_room(room_id, NOW_MS) for room_id in OPEN]
+def snapshot_rooms(now_ms: int) -> list[dict[str, Any]]:
+    rooms = [open_room(room_id, now_ms) for room_id in OPEN]
     rooms += [make_room(f"closed-{i}", queue="sales") for i in range(5)]  # never on the board
     return rooms
 
@@ -199,8 +198,10 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def board_data(tmp: Path) -> tuple[Path, Feed]:
-    users = [*standard_users(), make_user(LEAVING[0], ["admin"], {LEAVING[1]: NOW_MS - DAY_MS})]
-    snapshot = write_snapshot(tmp / "snap", snapshot_rooms(), users, position=0)
+    # Waiting times counted from now, not from when the tests were collected.
+    now_ms = int(time.time() * 1000)
+    users = [*standard_users(), make_user(LEAVING[0], ["admin"], {LEAVING[1]: now_ms - DAY_MS})]
+    snapshot = write_snapshot(tmp / "snap", snapshot_rooms(now_ms), users, position=0)
     return snapshot, Feed(tmp / "events.jsonl")
 
 
