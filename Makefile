@@ -25,8 +25,9 @@ install: $(STAMP) ## create .venv with the project and its dev tools
 $(DEMO)/manifest.json: | $(STAMP)
 	$(BIN)/voip-rooms demo-data --out $(DEMO) --rooms $(ROOMS) --port $(PORT) > $(DEMO).credentials.txt || (rm -rf $(DEMO); exit 1)
 
-run: $(STAMP) $(DEMO)/manifest.json ## serve demo data on port 3000 (with live simulated calls) and print a working curl
+run: $(STAMP) $(DEMO)/manifest.json ## serve demo data on port 3000 (with live simulated calls), print a working curl and the board's URL
 	@cat $(DEMO).credentials.txt
+	@echo "  live call board: http://localhost:$(PORT)/board  (sign in with the manager's X-User-Id and X-Auth-Token)"
 	@: > $(EVENTS); \
 	$(BIN)/voip-rooms simulate --feed file://$(EVENTS) --snapshot $(DEMO) --rate 2 >/dev/null 2>&1 & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
