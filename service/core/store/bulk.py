@@ -304,14 +304,10 @@ def _rank_codes(rows: array[int], values: list[Any], codes: Rows) -> None:
         return
     at = np.frombuffer(rows, dtype=np.uint32)
     if set(map(type, values)) == {str}:
-        distinct = sorted(set(values))
         lo, hi = STR_BAND
-        step = (hi - lo) // (len(distinct) + 1)
-        code_of = {v: lo + rank * step for rank, v in enumerate(distinct, 1)}
-        codes[at] = np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))
-        if 2 * len(distinct) < len(values):  # repeated values: keep one object of each
-            one = {v: v for v in distinct}
-            values[:] = map(one.__getitem__, values)
+        distinct_n, ranks = _string_ranks(values)
+        step = (hi - lo) // (distinct_n + 1)
+        codes[at] = lo + (ranks + 1) * step
         return
     by_key: dict[tuple[int, Any], list[int]] = {}
     for i, v in enumerate(values):
@@ -324,6 +320,28 @@ def _rank_codes(rows: array[int], values: list[Any], codes: Rows) -> None:
         step = (hi - lo) // (len(keys) + 1)
         for rank, key in enumerate(keys, 1):
             codes[at[by_key[key]]] = lo + rank * step
+
+
+#: numpy ranks strings of up to this many characters (longer ones: Python's sort)
+_NUMPY_CHARS = 64
+
+
+def _string_ranks(values: list[str]) -> tuple[int, Rows]:
+    """(number of distinct ``values``, each value's rank among them, from 0), in code point
+    order. Many distinct values are ranked by numpy's sort of a fixed-width array (several
+    times faster than Python's), unless a value is long or holds a NUL (which numpy's
+    fixed-width strings drop at the end); few by a dict of them. O(n log n)."""
+    distinct = set(values)
+    if 4 * len(distinct) > len(values) and max(map(len, distinct)) <= _NUMPY_CHARS:
+        if "\x00" not in "".join(distinct):
+            _, inverse = np.unique(np.array(values, dtype=str), return_inverse=True)
+            return len(distinct), inverse.astype(np.int64, copy=False)
+    ordered = sorted(distinct)
+    rank_of = dict(zip(ordered, range(len(ordered)), strict=True))
+    ranks = np.fromiter(map(rank_of.__getitem__, values), np.int64, len(values))
+    if 2 * len(ordered) < len(values):  # repeated values: keep one object of each
+        values[:] = map(dict(zip(ordered, ordered, strict=True)).__getitem__, values)
+    return len(ordered), ranks
 
 
 def _id_codes(ids: list[str]) -> Rows:
@@ -352,7 +370,9 @@ def build(ex: Extracted, block: int, gather: bool | None, fold_at: int) -> RoomS
     row_codes = [np.frombuffer(c, dtype=np.int64).copy() for c in ex.codes]
     for codes, drows, dvals in zip(row_codes, ex.drows, ex.dvals, strict=True):
         _rank_codes(drows, dvals, codes)
-    perm = np.lexsort((id_codes, row_codes[ts_at][keep]))  # slot -> index into keep
+    id_rank = np.empty(n, dtype=np.int64)
+    id_rank[np.argsort(id_codes)] = np.arange(n, dtype=np.int64)
+    perm = sort_by_code_then_id(row_codes[ts_at][keep], id_rank)  # slot -> index into keep
     rows = keep[perm]  # slot -> row
     slot_of_row = np.full(rows_n, -1, dtype=np.int64)
     slot_of_row[rows] = np.arange(n, dtype=np.int64)
@@ -367,12 +387,13 @@ def build(ex: Extracted, block: int, gather: bool | None, fold_at: int) -> RoomS
         np.cumsum(sizes[:-1], out=starts[1:])
     columns.load(ex.arena, starts[rows], sizes[rows])
     store.live = BitMap(range(n))
-    _order(store, "_id", id_codes[perm], np.arange(n), slot_ids)
+    slot_id_rank = id_rank[perm]
+    _order(store, "_id", id_codes[perm], np.arange(n), slot_ids, slot_id_rank)
     for field, codes, drows, dvals in zip(
         SORTABLE_FIELDS, row_codes, ex.drows, ex.dvals, strict=True
     ):
         slots = slot_of_row[np.frombuffer(drows, dtype=np.uint32)]
-        _order(store, field, codes[rows], slots, dvals)
+        _order(store, field, codes[rows], slots, dvals, slot_id_rank)
         if field in DATE_FIELDS:
             store.postings.build_dates(field, store.orders[field].code)
     post = store.postings
@@ -422,9 +443,12 @@ def _objects(values: list[Any]) -> np.ndarray[Any, np.dtype[np.object_]]:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-def _order(store: RoomStore, field: str, codes: Rows, slots: Rows, values: list[Any]) -> None:
+def _order(
+    store: RoomStore, field: str, codes: Rows, slots: Rows, values: list[Any], id_rank: Rows
+) -> None:
     """Set a field's codes (by slot) and dictionary values (``values`` at ``slots``; a slot
-    below 0 is a dropped duplicate), then build its order."""
+    below 0 is a dropped duplicate), then build its order (``id_rank``: each slot's rank among
+    the ids, which breaks ties)."""
     order = store.orders[field]
     n = len(codes)
     order.code[:n] = codes
@@ -442,13 +466,12 @@ def _order(store: RoomStore, field: str, codes: Rows, slots: Rows, values: list[
         vals.clear()
         vals.update(zip(slots.tolist(), values, strict=True))
     if field == "_id":
-        main = np.argsort(codes, kind="stable")
+        main = np.empty(n, dtype=np.int64)
+        main[id_rank] = np.arange(n, dtype=np.int64)
     else:
-        ids = store.orders["_id"]
-        id_rank = np.empty(n, dtype=np.int64)
-        id_rank[ids.main] = np.arange(n, dtype=np.int64)
         main = sort_by_code_then_id(codes, id_rank)
-    order.build(np.ascontiguousarray(main, dtype=np.uint32))
+    # Every slot is in every order: its merged slots are the live ones (a copy: never shared).
+    order.build(np.ascontiguousarray(main, dtype=np.uint32), BitMap(store.live))
 
 
 def sort_by_code_then_id(codes: Rows, id_rank: Rows) -> Rows:
