@@ -24,11 +24,15 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = from_namespace(args)
+    if settings.snapshot is not None:  # the load's worker processes start while we import
+        from service.feed import workers
+
+        workers.start()
     from service.feed.sources import FeedError, open_source
     from service.logs import setup_logging
     from service.web.server import serve
 
-    settings = from_namespace(args)
     if settings.feed is not None:
         # A bad feed URL or an unreadable --nats-* file stops here, before anything listens.
         try:

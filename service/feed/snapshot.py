@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import multiprocessing
 import os
 import time
 import zlib
@@ -24,6 +23,7 @@ from service.core.store import RoomStore
 from service.core.store.bulk import Chunk, Extracted, LineError, extract_lines
 from service.core.users import Directory
 from service.feed.progress import LoadProgress
+from service.feed.workers import context as workers_context
 
 __all__ = [
     "LoadResult",
@@ -242,10 +242,7 @@ def read_rooms(
             for data, first in _runs(path, progress):
                 take(extract_lines(data, first))
         else:
-            # A fork server, not fork: the load runs in a thread of a process with other threads.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["service.core.store.bulk"])
-            with ProcessPoolExecutor(size, mp_context=context) as pool:
+            with ProcessPoolExecutor(size, mp_context=workers_context()) as pool:
                 pending: list[Future[Chunk]] = []
                 for data, first in _runs(path, progress):
                     pending.append(pool.submit(extract_lines, data, first))
