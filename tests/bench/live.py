@@ -41,6 +41,7 @@ import random
 import re
 import resource
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -1219,6 +1220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.sched_setaffinity(0, {int(CLIENT_CPU)})  # children inherit it; the service is moved
     command = "python -m tests.bench.live " + shlex.join(sys.argv[1:] if argv is None else argv)
     figures = Figures()
+    # SIGTERM (make interrupted, timeout) unwinds like Ctrl-C, so the stack stops children.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         asyncio.run(bench(args, figures))
     except BenchError as exc:
@@ -1234,6 +1237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows(figures), "measured"))
     print(f"\nwritten to {args.out}")
     return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def test_the_section_replaces_its_older_self_and_keeps_the_rest() -> None:
     assert once.index(SECTION) < once.index("## Other figures")
     assert once.startswith("# benchmark\n\n| main |\n\n")
     twice = replace_section(once, f"{SECTION}\n\nsecond\n")
-    assert "first" not in twice and twice.count(SECTION) == 1
+    assert "first" not in twice
+    assert twice.count(SECTION) == 1
     assert twice.endswith("## Other figures (informative)\n\n| x |\n")
     assert replace_section("", f"{SECTION}\n\nonly\n") == f"{SECTION}\n\nonly\n"
 
@@ -59,7 +60,8 @@ def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
-    assert text.startswith("# voip-rooms benchmark\n") and text.endswith("kept\n")
+    assert text.startswith("# voip-rooms benchmark\n")
+    assert text.endswith("kept\n")
     assert text.index(SECTION) < text.index("## Other figures")
     lines = text[text.index(SECTION) :].splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("| figure "))
@@ -73,5 +75,6 @@ def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
         else:
             assert verdict in ("PASS", "FAIL"), row  # measured, even at 2,000 rooms
     assert "| 1 | 200 events/s |" in text  # the table of runs
-    assert "Revalidation: " in text and "Streams: 20 of 20 opened" in text
+    assert "Revalidation: " in text
+    assert "Streams: 20 of 20 opened" in text
     assert "Idle streams: 200 of 200 opened" in text
