@@ -81,6 +81,7 @@ from tests.bench.http import (
     fetch,
     pin,
     polling_queries,
+    python_cmd,
     run_wrk,
     start_service,
     table,
@@ -453,6 +454,7 @@ class Figures:
     idle: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)  # service name: its summary
 
 
 @dataclass(slots=True)
@@ -464,23 +466,56 @@ class Context:
     work: Path
     log_dir: Path
     stack: contextlib.AsyncExitStack
+    profile: set[str] = field(default_factory=set)  # the parts whose service runs under cProfile
+    profiles: dict[str, Path] = field(default_factory=dict)  # service name: its cProfile dump
 
 
 async def start_live_service(
     ctx: Context, name: str, nats: NatsServer | None, max_streams: int
 ) -> tuple[Process, int]:
     """The service from the snapshot, reading ``nats`` (if any), loaded on both cores, then
-    pinned to core 0."""
+    pinned to core 0; under cProfile when ``--profile`` names its part."""
     extra = ["--max-streams", str(max_streams), *ctx.args.serve_args]
     if nats is not None:
         extra += ["--feed", nats.url(STREAM)]
-    proc = start_service(name, ctx.snapshot, ctx.log_dir, extra_args=extra, cpu="0,1")
+    profile = ctx.work / f"{name}.pstats" if name.removeprefix("live-") in ctx.profile else None
+    if profile is None:
+        proc = start_service(name, ctx.snapshot, ctx.log_dir, extra_args=extra, cpu="0,1")
+    else:
+        port_file = ctx.log_dir / f"{name}.port"
+        port_file.unlink(missing_ok=True)
+        argv = [*NICE, "taskset", "-c", "0,1", *python_cmd(), "-m", "cProfile", "-o"]
+        argv += [str(profile), "-m", "service", "serve", "--snapshot", str(ctx.snapshot)]
+        argv += ["--host", HOST, "--port", "0", "--port-file", str(port_file)]
+        argv += ["--log-level", "warning", "--drain-seconds", "0", "--shutdown-timeout", "2"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VOIP_ROOMS_")}
+        proc = Process(name, [*argv, *extra], ctx.log_dir, env, port_file)
+        ctx.profiles[name] = profile
     ctx.stack.callback(proc.stop)
     port = await asyncio.to_thread(proc.port)
     await asyncio.to_thread(wait_ready, proc, port, ctx.args.ready_timeout)
     pin(proc, SERVER_CPU)
     log(f"{name}: pid {proc.pid} on :{port}, ready, pinned to core {SERVER_CPU}")
     return proc, port
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """The functions with the most own time and the most cumulative time in a cProfile dump
+    (written when the service exits), as Markdown."""
+    import io
+    import pstats
+
+    if not path.exists():
+        return "cProfile wrote nothing (the service did not exit cleanly)."
+    out = []
+    for key, what in (("tottime", "own time"), ("cumulative", "cumulative time")):
+        text = io.StringIO()
+        stats = pstats.Stats(str(path), stream=text)
+        stats.strip_dirs().sort_stats(key).print_stats(top)
+        body = text.getvalue()
+        start = body.find("   ncalls")
+        out += [f"By {what}:", "", "```", body[start:].rstrip(), "```", ""]
+    return "\n".join(out)
 
 
 def _simulated(ctx: Context, count: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
@@ -1111,6 +1146,13 @@ def section(args: argparse.Namespace, figures: Figures, command: str) -> str:
         ]
     if figures.notes:
         out += ["Notes:", "", *[f"- {n}" for n in figures.notes], ""]
+    for name, summary in figures.profiles.items():
+        out += [
+            f"Where the time goes in `{name}` (`--profile`: the service under cProfile, which "
+            "slows it several times, so the figures above are not comparable):",
+            "",
+            summary,
+        ]
     return "\n".join(out)
 
 
@@ -1167,13 +1209,18 @@ async def bench(args: argparse.Namespace, figures: Figures) -> None:
     with tempfile.TemporaryDirectory(prefix="voip-live-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             ctx = Context(args, snapshot, logins, sample, Path(tmp), log_dir, stack)
+            ctx.profile = {p.strip() for p in args.profile.split(",") if p.strip()}
             parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-            if "polling" in parts:
-                await part_polling(ctx, figures, wrk)
-            if "streams" in parts:
-                await part_streams(ctx, figures)
-            if "idle" in parts:
-                await part_idle(ctx, figures)
+            try:
+                if "polling" in parts:
+                    await part_polling(ctx, figures, wrk)
+                if "streams" in parts:
+                    await part_streams(ctx, figures)
+                if "idle" in parts:
+                    await part_idle(ctx, figures)
+            finally:
+                for name, dump in ctx.profiles.items():
+                    figures.profiles[name] = profile_summary(dump)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1206,6 +1253,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--parts", default="polling,streams,idle", help="parts to run (polling,streams,idle)"
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="PARTS",
+        help="run these parts' services under cProfile and summarize it (e.g. polling,streams)",
     )
     parser.add_argument(
         "--nice",
