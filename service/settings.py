@@ -279,8 +279,25 @@ SETTINGS: tuple[Spec, ...] = (
         "response_cache",
         _positive(int),
         "4096",
-        "answers kept per data version, ready to send (0 = off: every answer is built)",
+        "answers kept ready to send, each until a room change affects it; the least recently "
+        "used is dropped first (0 = off: every answer is built)",
         "N",
+    ),
+    Spec(
+        "max_streams",
+        _positive(int),
+        "1000",
+        "live-answer streams (Accept: text/event-stream) open at once; beyond it 503 with "
+        "Retry-After (0 = no streams)",
+        "N",
+    ),
+    Spec(
+        "stream_interval",
+        _positive(int),
+        "250",
+        "milliseconds between two events of one stream at least: changes within it are "
+        "coalesced into the newest answer (an isolated change is sent at once)",
+        "MS",
     ),
 )
 
@@ -318,6 +335,8 @@ class Settings:
     keepalive_timeout: float = 75.0
     body_timeout: float = 10.0
     response_cache: int = 4096
+    max_streams: int = 1000
+    stream_interval: int = 250
 
 
 assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS out of sync"

@@ -146,6 +146,8 @@ class Replica:
         #: set by a healed gap: checkpoints above the new position are of the feed before it
         self._supersede = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: called right after a new store and directory are swapped in whole
+        self.published: list[Callable[[], None]] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Replica:
@@ -305,6 +307,8 @@ class Replica:
         self.error = None
         self.loaded = result
         self._loaded_manifest = manifest if path == self.snapshot else None
+        for callback in self.published:
+            callback()
         log.info(
             "snapshot loaded",
             extra={

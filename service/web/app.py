@@ -22,8 +22,9 @@ from service.web.guards import Guard, epoch_ms
 from service.web.metrics import Metrics
 from service.web.responses import api_error, json_response, status_error
 from service.web.rooms import ROUTE, RoomsHandler
+from service.web.streams import EventStream, Hub
 
-__all__ = ["GUARD", "METRICS", "REPLICA", "SETTINGS", "create_app"]
+__all__ = ["GUARD", "HUB", "METRICS", "REPLICA", "SETTINGS", "create_app"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("voip_rooms.access")
@@ -32,6 +33,7 @@ SETTINGS = web.AppKey("settings", Settings)
 REPLICA = web.AppKey("replica", Replica)
 METRICS = web.AppKey("metrics", Metrics)
 GUARD = web.AppKey("guard", Guard)
+HUB = web.AppKey("hub", Hub)
 _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 
 _SLASHES = re.compile(r"/{2,}")
@@ -102,13 +104,18 @@ class FrontDoor:
             finally:
                 if record:
                     metrics.in_flight -= 1
-            if replica is not None and replica.feed_gap and not response.prepared:
+            prepared = response.prepared  # a stream: its headers are sent (see stream_headers)
+            if replica is not None and replica.feed_gap and not prepared:
                 response.headers[STALE] = STALE_FEED_GAP
-            if cors is not None:
+            if cors is not None and not prepared:
                 cors(request, response)
             elapsed = now() - started
             if record:
-                (metric or metrics.request(request.method, route)).observe(response.status, elapsed)
+                bound = metric or metrics.request(request.method, route)
+                if isinstance(response, EventStream):
+                    bound.count(response.status)  # lasts as long as the client wants
+                else:
+                    bound.observe(response.status, elapsed)
             if access_sample and random.random() < access_sample:
                 access_log.info(
                     "request",
@@ -122,6 +129,19 @@ class FrontDoor:
             return response
 
         return front_door
+
+    def stream_headers(self, replica: Replica) -> Callable[[web.Request, web.StreamResponse], None]:
+        """What the front door adds to an answer (staleness, CORS), for a stream to add before
+        it sends its headers."""
+        cors = self._cors if self.origins else None
+
+        def add(request: web.Request, response: web.StreamResponse) -> None:
+            if replica.feed_gap:
+                response.headers[STALE] = STALE_FEED_GAP
+            if cors is not None:
+                cors(request, response)
+
+        return add
 
     def add_get(
         self,
@@ -236,9 +256,16 @@ def create_app(
     replica: Replica | None = None,
     metrics: Metrics | None = None,
     now_ms: Callable[[], int] = epoch_ms,
+    *,
+    stream_keepalive: float = 15.0,
+    stream_tick: float = 1.0,
+    stream_buffer: int = 1 << 20,
 ) -> web.Application:
     """Build the application; the replica loads in a background task once the app starts.
-    ``now_ms`` is the clock of login expiry, the rate limit and the failed-login throttle."""
+    ``now_ms`` is the clock of login expiry, the rate limit and the failed-login throttle.
+    Live-answer streams send a keep-alive after ``stream_keepalive`` quiet seconds, check
+    their connections and logins every ``stream_tick`` seconds, and drop a client once its
+    unsent data would pass ``stream_buffer`` bytes."""
     if replica is None:
         replica = Replica.from_settings(settings)
     metrics = metrics if metrics is not None else Metrics()
@@ -250,6 +277,22 @@ def create_app(
     front = FrontDoor(settings, metrics)
     rooms = RoomsHandler(settings, replica, metrics, now_ms)
     guard = app[GUARD] = Guard(settings, now_ms)
+    hub = app[HUB] = Hub(
+        replica,
+        rooms.answers,
+        metrics,
+        max_streams=settings.max_streams,
+        interval_ms=settings.stream_interval,
+        now_ms=now_ms,
+        guard=guard,
+        record=settings.metrics,
+        keepalive=stream_keepalive,
+        tick=stream_tick,
+        buffer_limit=stream_buffer,
+    )
+    hub.prepare_headers = front.stream_headers(replica)
+    rooms.hub = hub
+    app.on_shutdown.append(hub.shutdown)  # after the drain: streams end, clients reconnect
     front.add_get(app, ROUTE, guard.wrap(rooms.handle), replica)
     front.add_get(app, "/livez", livez)
     front.add_get(app, "/healthz", livez)

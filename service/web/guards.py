@@ -28,7 +28,7 @@ from service.core.errors import TooManyRequests, Unauthorized
 from service.settings import Network, Settings
 from service.web.responses import status_error
 
-__all__ = ["HTTP_LOG", "ClientAddress", "Guard", "LoginThrottle", "epoch_ms"]
+__all__ = ["BODY_DEADLINE", "HTTP_LOG", "ClientAddress", "Guard", "LoginThrottle", "epoch_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SHED_RETRY_AFTER = "1"
 SHED_MESSAGE = "Server busy: too many requests in progress, retry shortly"
 BODY_TIMEOUT_MESSAGE = "Request body not received in time"
+#: the deadline of a request with a body, which a handler that outlives its body (a live-answer
+#: stream) lifts once the body is read
+BODY_DEADLINE = web.RequestKey("body_deadline", asyncio.Timeout)
 
 
 def epoch_ms() -> int:
@@ -281,7 +284,8 @@ async def _with_deadline(
     handler: Handler, request: web.Request, seconds: float
 ) -> web.StreamResponse:
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(seconds) as deadline:
+            request[BODY_DEADLINE] = deadline
             return await handler(request)
     except TimeoutError:
         response = status_error(408, BODY_TIMEOUT_MESSAGE)

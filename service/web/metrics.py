@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:
     from service.feed.replica import Replica
 
-__all__ = ["AUTH_REASONS", "METHODS", "Metrics", "RequestMetric"]
+__all__ = ["AUTH_REASONS", "CLOSE_REASONS", "METHODS", "LiveCounts", "Metrics", "RequestMetric"]
 
 # Latency buckets reach down to 100 µs: answers from memory are mostly sub-millisecond.
 BUCKETS = (
@@ -47,6 +47,8 @@ BUCKETS = (
 )
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 AUTH_REASONS = ("missing_headers", "unknown_user", "bad_token", "expired", "inactive")
+#: why a live-answer stream ended
+CLOSE_REASONS = ("client", "auth", "slow", "shutdown")
 
 
 class RequestMetric:
@@ -63,6 +65,11 @@ class RequestMetric:
         self.statuses: dict[int, int] = {}
         self.buckets = [0] * (len(BUCKETS) + 1)  # not cumulative; the last one is +Inf
         self.sum = 0.0
+
+    def count(self, status: int) -> None:
+        """A request counted without its duration (a stream: its length is the client's)."""
+        statuses = self.statuses
+        statuses[status] = statuses.get(status, 0) + 1
 
     def observe(self, status: int, seconds: float) -> None:
         statuses = self.statuses
@@ -101,6 +108,54 @@ class _RequestCollector(Collector):
             duration.add_metric(metric.labels, cumulative, metric.sum)
         yield requests
         yield duration
+
+
+class LiveCounts:
+    """Counts of the answer cache and the live-answer streams: plain numbers on the event loop,
+    exported at scrape time."""
+
+    __slots__ = ("closed", "error_events", "hits", "misses", "room_events", "streams")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.streams = 0
+        self.room_events = 0
+        self.error_events = 0
+        self.closed = dict.fromkeys(CLOSE_REASONS, 0)
+
+
+class _LiveCollector(Collector):
+    """The cache and stream metrics, read from :class:`LiveCounts` at scrape time."""
+
+    def __init__(self, counts: LiveCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._counts
+        yield GaugeMetricFamily(
+            "voip_rooms_streams", "Open live-answer streams", value=counts.streams
+        )
+        events = CounterMetricFamily(
+            "voip_rooms_stream_events", "Events sent on live-answer streams", labels=["event"]
+        )
+        events.add_metric(["rooms"], counts.room_events)
+        events.add_metric(["error"], counts.error_events)
+        yield events
+        closed = CounterMetricFamily(
+            "voip_rooms_streams_closed", "Live-answer streams ended, by reason", labels=["reason"]
+        )
+        for reason, n in counts.closed.items():
+            closed.add_metric([reason], n)
+        yield closed
+        answers = CounterMetricFamily(
+            "voip_rooms_cache_answers",
+            "Answers served from memory (hit) or built from the store (miss)",
+            labels=["result"],
+        )
+        answers.add_metric(["hit"], counts.hits)
+        answers.add_metric(["miss"], counts.misses)
+        yield answers
 
 
 class _ReplicaCollector(Collector):
@@ -185,6 +240,9 @@ class Metrics:
         self.auth_failures = {reason: auth.labels(reason) for reason in AUTH_REASONS}
         self.replica: Replica | None = None
         self.registry.register(_ReplicaCollector(self))
+        #: the answer cache's and the streams' counts
+        self.live = LiveCounts()
+        self.registry.register(_LiveCollector(self.live))
 
     def request(self, method: str, route: str) -> RequestMetric:
         """The children for (method, route), bound on first use; unknown methods are ``other``."""

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
 
 from service.core.errors import Forbidden, InvalidParams, TooManyRequests, Unauthorized
-from service.core.projection import project_bytes
 from service.core.query import ParseCache, Parsed, QueryLimits, parse
 from service.core.ratelimit import RateLimiter
 from service.feed.replica import Replica
 from service.settings import Settings
+from service.web.answers import JSON, Answers
 from service.web.metrics import Metrics
 from service.web.responses import status_error
+from service.web.streams import Hub, wants_stream
 
 __all__ = ["ROUTE", "RoomsHandler"]
 
 ROUTE = "/api/v1/voip/rooms"
 MAX_BODY = 1 << 20
-JSON = "application/json"
-ETAG = "ETag"  # spelled as before (aiohttp's hdrs.ETAG is "Etag")
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -38,26 +35,13 @@ def _etag_matches(header: str, etag: str) -> bool:
     return False
 
 
-class _Answer:
-    """An answer ready to send: its ETag, body and the headers of a 200 and of a 304."""
-
-    __slots__ = ("body", "etag", "not_modified", "ok")
-
-    def __init__(self, etag: str, body: bytes) -> None:
-        self.etag = etag
-        self.body = body
-        self.ok = CIMultiDict({hdrs.CONTENT_TYPE: JSON, ETAG: etag})
-        self.not_modified = CIMultiDict({ETAG: etag})
-
-
 class RoomsHandler:
     """The endpoint, with caches for repeated requests.
 
     Parsed queries are remembered by raw query string, proven logins by the directory (until
     it changes or the token expires), and up to ``settings.response_cache`` answers (ETag,
-    body, headers) for the current data (store, its version and the feed position). The ETag
-    is a digest of the feed position and the query's identity, so replicas at the same
-    position agree on it, and a revalidation never builds or touches the body.
+    body, headers) until a room change affects them (:class:`Answers`). The ETag is a digest
+    of the body, so every replica at every feed position gives the same answer the same ETag.
     """
 
     def __init__(
@@ -81,9 +65,11 @@ class RoomsHandler:
             else None
         )
         self.parsed = ParseCache(self.limits)
-        self.cache_size = settings.response_cache
-        self._cache: dict[bytes, _Answer] = {}
-        self._cache_version: tuple[int, int, int] = (-1, -1, -1)
+        self.answers = Answers(replica, settings.response_cache, metrics.live)
+        self._cache = self.answers.cache
+        self._counts = metrics.live
+        #: the live-answer streams (Accept: text/event-stream); none: streams are plain GETs
+        self.hub: Hub | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         replica = self.replica
@@ -124,54 +110,20 @@ class RoomsHandler:
             parsed = self.parsed.get(raw) or self.parsed.parse(raw, list(request.query.items()))
         if not login.grants.may_list_rooms(login.user.id, parsed.query.agents):
             raise Forbidden()
-        inm = headers.get(hdrs.IF_NONE_MATCH)
-        answer = self._cached(parsed)
+        if self.hub is not None and wants_stream(request):
+            return await self.hub.open(request, parsed, login, limit_headers)
+        answer = self._cache.get(parsed.ident)
         if answer is None:
-            etag = self._etag(parsed)
-            if inm is not None and _etag_matches(inm, etag):  # revalidated: no body needed
-                return _not_modified({ETAG: etag}, limit_headers)
-            answer = self._build(parsed, etag)
-        elif inm is not None and _etag_matches(inm, answer.etag):
+            answer = self.answers.build(parsed)
+        else:
+            self._cache.move_to_end(parsed.ident)
+            self._counts.hits += 1
+        inm = headers.get(hdrs.IF_NONE_MATCH)
+        if inm is not None and _etag_matches(inm, answer.etag):
             return _not_modified(answer.not_modified, limit_headers)
         if limit_headers:
             return web.Response(body=answer.body, headers={**answer.ok, **limit_headers})
         return web.Response(body=answer.body, headers=answer.ok)
-
-    def _cached(self, parsed: Parsed) -> _Answer | None:
-        """The cached answer to this query for the current data, if any."""
-        replica = self.replica
-        store = replica.store
-        version = (id(store), store.version, replica.position)
-        if version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = version
-        return self._cache.get(parsed.ident)
-
-    def _etag(self, parsed: Parsed) -> str:
-        """The answer's name: the same on every replica at this feed position."""
-        position = b"%d|" % self.replica.position
-        return f'"{hashlib.blake2b(position + parsed.ident, digest_size=12).hexdigest()}"'
-
-    def _build(self, parsed: Parsed, etag: str) -> _Answer:
-        """The answer from the store, kept in the cache when there is one."""
-        query = parsed.query
-        total, rooms = self.replica.store.page(query)
-        if query.fields is not None:
-            rooms = [project_bytes(doc, query.fields) for doc in rooms]
-        payload = b"".join(
-            (
-                b'{"rooms":[',
-                b",".join(rooms),
-                b'],"count":%d,"offset":%d,"total":%d,"success":true}'
-                % (len(rooms), query.offset, total),
-            )
-        )
-        answer = _Answer(etag, payload)
-        if self.cache_size:
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
-            self._cache[parsed.ident] = answer
-        return answer
 
     async def _json_body(self, request: web.Request) -> dict[str, Any] | None:
         """A GET's JSON object body as parameters; other content types are ignored."""
