@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -70,7 +71,6 @@ from tests.bench.http import (
     CLIENT_CPU,
     CONNECTIONS,
     HOST,
-    NICE,
     ROUTE,
     SERVER_CPU,
     Process,
@@ -86,7 +86,6 @@ from tests.bench.http import (
     start_service,
     table,
     wait_ready,
-    write_fixed_script,
 )
 from tests.feed.support import NatsServer
 
@@ -484,7 +483,7 @@ async def start_live_service(
     else:
         port_file = ctx.log_dir / f"{name}.port"
         port_file.unlink(missing_ok=True)
-        argv = [*NICE, "taskset", "-c", "0,1", *python_cmd(), "-m", "cProfile", "-o"]
+        argv = ["taskset", "-c", "0,1", *python_cmd(), "-m", "cProfile", "-o"]
         argv += [str(profile), "-m", "service", "serve", "--snapshot", str(ctx.snapshot)]
         argv += ["--host", HOST, "--port", "0", "--port-file", str(port_file)]
         argv += ["--log-level", "warning", "--drain-seconds", "0", "--shutdown-timeout", "2"]
@@ -518,6 +517,24 @@ def profile_summary(path: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
+def write_dashboards_script(
+    path: Path, queries: list[Query], logins: dict[str, Login], revalidate: float
+) -> None:
+    """``dashboards.lua`` with the logins and queries (a JSON string is a Lua string literal
+    for ASCII)."""
+    index = {label: i + 1 for i, label in enumerate(logins)}
+    data = ["USERS = {"]
+    data += [
+        f'  {{["X-User-Id"] = {json.dumps(x.user_id)}, ["X-Auth-Token"] = {json.dumps(x.token)}}},'
+        for x in logins.values()
+    ]
+    data += ["}", "QUERIES = {"]
+    data += [f"  {{{index[q.user]}, {json.dumps(q.path)}}}," for q in queries]
+    data += ["}", f"REVALIDATE = {revalidate!r}"]
+    template = (HERE / "dashboards.lua").read_text()
+    path.write_text(template.replace("--@@DATA@@", "\n".join(data)))
+
+
 def _simulated(ctx: Context, count: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
     """The demo simulator's events continuing the snapshot: the warm-up's (five simulated
     minutes), then ``count`` more."""
@@ -546,10 +563,8 @@ async def part_polling(ctx: Context, figures: Figures, wrk: str) -> None:
         bad = [(q, a) for q, a in zip(queries, answers, strict=True) if a.status != 200]
         if bad or any(a.etag is None for a in answers):
             raise BenchError(f"a polling query fails or has no ETag: {bad[:1]}")
-        seen = Counter(a.fingerprint for a in answers)
-        fingerprints = {a.fingerprint: i for i, a in enumerate(answers) if seen[a.fingerprint] == 1}
-        script = ctx.work / "polling.lua"
-        write_fixed_script(script, queries, ctx.logins, 0.2, fingerprints, {})
+        script = ctx.work / "dashboards.lua"
+        write_dashboards_script(script, queries, ctx.logins, 0.2)
         stream = iter(timed)
 
         async def run(rate: int, seconds: float, label: str) -> Run:
@@ -562,7 +577,18 @@ async def part_polling(ctx: Context, figures: Figures, wrk: str) -> None:
             started = time.monotonic()
             seed = str(random.randrange(1 << 30))
             result = await asyncio.to_thread(
-                run_wrk, wrk, script, port, seconds, proc, label, "polling", [seed]
+                functools.partial(
+                    run_wrk,
+                    wrk,
+                    script,
+                    port,
+                    seconds,
+                    proc,
+                    label,
+                    "polling",
+                    [seed],
+                    threads=CONNECTIONS,
+                )
             )
             elapsed = time.monotonic() - started
             sent = publisher.sent - sent
@@ -1053,10 +1079,15 @@ def section(args: argparse.Namespace, figures: Figures, command: str) -> str:
         "",
         "How each figure is measured:",
         "",
-        f"- **polling throughput, N events/s arriving / none**: wrk -t1 -c{CONNECTIONS} on "
-        "the polling mix of the main table (20 dashboard queries, 20% revalidated with the ETag "
-        f"recorded from that query's last 200), {args.duration:g} s a run, after five simulated "
-        "minutes of feed events applied; in each of "
+        f"- **polling throughput, N events/s arriving / none**: wrk -t{CONNECTIONS} "
+        f"-c{CONNECTIONS} on the 20 queries of the polling mix of the main table, picked at "
+        "random, 20% of them revalidated with the ETag of the last 200 that connection got for "
+        "that query (`tests/bench/dashboards.lua`: one connection per wrk thread, so that a "
+        "response is known to answer the thread's last request and an ETag is recorded for its "
+        "query however the answer changed; the main table's mix recognizes answers by a "
+        "fingerprint of the body, which events change), "
+        f"{args.duration:g} s a run, after five simulated minutes of feed events applied; in "
+        "each of "
         f"{args.rounds} rounds one run with no events, one with 50/s and one with 200/s "
         "arriving (the demo simulator's events continuing the snapshot: new calls, answers, "
         "closes, now and then a user or permission change, published to NATS at a steady "
@@ -1265,7 +1296,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="run the service and wrk under nice -n N (e.g. -10 on a shared machine; root only)",
+        help="run everything (this process, the service, wrk, nats-server) at niceness N (e.g. "
+        "-10 on a shared machine; root only)",
     )
     parser.add_argument(
         "--serve-arg",
@@ -1293,7 +1325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.warmup is None:
         args.warmup = min(2.0, args.duration)
     if args.nice:
-        NICE[:] = ["nice", "-n", str(args.nice)]
+        os.nice(args.nice)  # the service, wrk and nats-server inherit it
     nofile = raise_nofile(max(args.streams, args.idle_streams) + 1000)
     if nofile < args.idle_streams + 200:
         raise SystemExit(f"RLIMIT_NOFILE is {nofile}: too low for {args.idle_streams} streams")
