@@ -995,7 +995,7 @@ def rows(figures: Figures) -> list[Row]:
             (
                 f"polling throughput, {rate} events/s arriving / none",
                 measured,
-                f"{value:.2f}",
+                f"{value:.3f}",
                 f">= {TARGETS[key]:g}",
                 _verdict(None if value != value else value >= TARGETS[key]),
             )
@@ -1111,14 +1111,17 @@ def section(args: argparse.Namespace, figures: Figures, command: str) -> str:
         "that number, both on this process's `perf_counter`; median and p99 over every "
         "event; a publish never received within "
         f"{LATE_S:g} s of the last is `missing` and fails the figure. Memory per stream: "
-        "the service's VmRSS once every stream got its first answer, minus before.",
+        "the service's VmRSS once every stream got its first answer, minus before (at a "
+        "large snapshot the load leaves freed heap that the streams reuse first, so the RSS "
+        "delta then understates what a stream holds).",
         f"- **idle streams held**: a fresh service; {args.idle_streams:,} streams over the "
         "20 polling queries and visitors' calls in turn "
         f"({figures.idle.get('distinct', '?')} distinct queries), opened "
         f"{OPEN_AT_ONCE} at a time, each until its first answer, then held {args.hold:g} s "
         "with no events (a keep-alive period is 15 s); every one must still be open. RSS "
         "added: the service's VmRSS after (the larger of once opened and after the hold) "
-        "minus before. The client and the service run with RLIMIT_NOFILE raised.",
+        "minus before (understated at a large snapshot, as above). The client and the "
+        "service run with RLIMIT_NOFILE raised.",
         "",
     ]
     polling_runs = [x for x in figures.polling if "round" in x]
