@@ -1069,7 +1069,8 @@ def section(args: argparse.Namespace, figures: Figures, command: str) -> str:
     out = [
         SECTION,
         "",
-        f"`{command}`: {args.rooms:,} demo rooms (seed {args.seed}); the service on core "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `{command}`: "
+        f"{args.rooms:,} demo rooms (seed {args.seed}); the service on core "
         f"{SERVER_CPU} (taskset), this process (the publisher and the clients), wrk and "
         f"nats-server (JetStream, loopback) on core {CLIENT_CPU}; a new service and "
         "nats-server for each part. Load average at start: "
