@@ -47,8 +47,9 @@ fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format service tests
 	$(BIN)/ruff check --fix service tests
 
-bench: $(STAMP) ## every target figure (ready, memory, checkpoint, events/s, query p99, HTTP req/s) against its target (BENCH_ROOMS=N, default 1000000): tests/bench/RESULTS.md
+bench: $(STAMP) ## every target figure (ready, memory, checkpoint, events/s, query p99, HTTP req/s, live answers) against its target (BENCH_ROOMS=N, default 1000000): tests/bench/RESULTS.md
 	$(BIN)/python -m tests.bench.http --rooms $${BENCH_ROOMS:-1000000}
+	$(BIN)/python -m tests.bench.live --rooms $${BENCH_ROOMS:-1000000}
 
 soak: $(STAMP) ## 60-second soak: maximum request rate with feed events arriving
 	$(BIN)/python -m tests.soak

@@ -495,8 +495,9 @@ def run_wrk(
     mix: str,
     args: Sequence[str] = (),
     offered: float = 0.0,
+    threads: int = 1,
 ) -> Run:
-    argv = [*NICE, "taskset", "-c", CLIENT_CPU, wrk, "-t1", f"-c{CONNECTIONS}"]
+    argv = [*NICE, "taskset", "-c", CLIENT_CPU, wrk, f"-t{threads}", f"-c{CONNECTIONS}"]
     argv += [f"-d{duration:g}s"]
     argv += ["--latency", "--timeout", "5s", "-s", str(script), f"http://{HOST}:{port}"]
     if args:
