@@ -63,6 +63,7 @@ __all__ = [
     "load_checkpoint",
     "manifest_position",
     "prune_checkpoints",
+    "spill_arena",
     "write_checkpoint",
 ]
 
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 
 #: What ``manifest.json`` says a checkpoint is, and the version of its layout.
 FORMAT = "voip-rooms-checkpoint"
-VERSION = 1
+VERSION = 2
 #: Checkpoints kept by a prune (the newest ones), and the age below which none is removed.
 KEEP = 3
 MIN_AGE_SECONDS = 600.0
@@ -285,7 +286,7 @@ def write_checkpoint(
         name: found.path / name
         for found in list_checkpoints(directory)
         for name in found.manifest.get("files", {})
-        if name.startswith("arena-")
+        if name.startswith(("arena-", "piece-"))
     }
     try:
         section = snapshot.save(view.store, tmp, shared.get)
@@ -330,6 +331,36 @@ def write_checkpoint(
         },
     )
     return target
+
+
+def spill_arena(store: RoomStore, directory: Path, host: str | None = None) -> Path | None:
+    """Move the store's answer bytes out of the heap, into files mapped read-only (see
+    :meth:`~service.core.store.columns.Columns.spill`), in a temporary directory of the checkpoint
+    directory: the next checkpoint hard-links them, and then the directory can go (the mapping
+    keeps the files' data). The directory, or None when nothing was moved (or it failed: the
+    bytes then stay in memory, logged). Blocking. O(bytes moved)."""
+    started = time.perf_counter()
+    host = host or host_name()
+    spill = directory / f"{_TMP_PREFIX}{host}-{secrets.token_hex(4)}-arena"
+    try:
+        spill.mkdir(parents=True)
+        moved = store.columns.spill(spill)
+    except OSError as exc:
+        log.warning("answer bytes kept in memory: %s", exc)
+        shutil.rmtree(spill, ignore_errors=True)
+        return None
+    if not moved:
+        shutil.rmtree(spill, ignore_errors=True)
+        return None
+    log.info(
+        "answer bytes mapped from files",
+        extra={
+            "bytes": moved,
+            "path": str(spill),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return spill
 
 
 def prune_checkpoints(

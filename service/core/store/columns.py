@@ -14,6 +14,13 @@ goes on appending (:meth:`Columns.view`). A changed room appends its new bytes; 
 become garbage, and :meth:`Columns.compact` writes the live bytes into new chunks (and swaps the
 list) once garbage passes half of what was written.
 
+A full chunk (never written again) may live in a file instead of the heap: :meth:`Columns.spill`
+writes it out and maps it read-only, and a checkpoint's chunks are mapped as loaded. ``files[i]``
+is then the file's path, so that the next checkpoint hard-links it rather than writing it again.
+A mapped chunk's pages are read from the file (or the page cache) as answers touch them, count
+in the resident size once touched, and can be dropped by the OS under memory pressure (they are
+clean) rather than swapped.
+
 Slots are handed out in increasing order and never reused (a bulk build assigns them in
 ``ts`` order, so date ranges on ``ts`` are mostly runs of consecutive slots).
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import mmap
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +58,7 @@ class ArenaView:
     chunks: list[Chunk]
     ends: list[int]
     tokens: list[str]
+    files: list[Path | None]  # the file a mapped chunk was read from (None: in memory)
 
     def parts(self) -> list[memoryview]:
         """The written bytes of each chunk (views, no copies)."""
@@ -63,6 +72,7 @@ class Columns:
     __slots__ = (
         "chunks",
         "ends",
+        "files",
         "garbage",
         "ids",
         "size",
@@ -81,6 +91,7 @@ class Columns:
         self.views: list[memoryview] = []  # one per chunk: slices without a copy
         self.ends: list[int] = []
         self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
+        self.files: list[Path | None] = []  # the file behind a mapped chunk (None: in memory)
         self.start = np.empty(0, dtype=np.int64)
         self.size = np.empty(0, dtype=np.uint32)
         self.used = 0  # bytes written into the chunks, garbage included
@@ -108,11 +119,14 @@ class Columns:
         self.slot_of[room_id] = slot
         return slot
 
-    def _add_chunk(self, chunk: Chunk, end: int, token: str | None = None) -> None:
+    def _add_chunk(
+        self, chunk: Chunk, end: int, token: str | None = None, file: Path | None = None
+    ) -> None:
         self.chunks.append(chunk)
         self.views.append(memoryview(chunk))
         self.ends.append(end)
         self.tokens.append(token or secrets.token_hex(8))
+        self.files.append(file)
 
     def _append(self, doc: bytes | memoryview) -> int:
         """Write ``doc`` after the last bytes written; its address. O(len(doc))."""
@@ -163,7 +177,34 @@ class Columns:
 
     def view(self) -> ArenaView:
         """The arena as of now, for a reader in another thread. O(chunks)."""
-        return ArenaView(list(self.chunks), list(self.ends), list(self.tokens))
+        return ArenaView(list(self.chunks), list(self.ends), list(self.tokens), list(self.files))
+
+    def spill(self, directory: Path) -> int:
+        """Move every chunk held in memory but the one appends go into (the others are never
+        written again) to a file in ``directory``, ``arena-<token>-<end>.bin`` (the name a
+        checkpoint gives it), mapped read-only in its place; the bytes moved. The files are not
+        fsynced: a checkpoint that links one does. O(bytes moved), in large writes.
+
+        Views taken before keep the old chunks; readers on this thread see the same bytes."""
+        moved = 0
+        last = len(self.chunks) - 1
+        for i, chunk in enumerate(self.chunks):
+            end = self.ends[i]
+            if not isinstance(chunk, bytearray) or end == 0 or (i == last and end < len(chunk)):
+                continue  # mapped already, empty, or still taking appends
+            path = directory / f"arena-{self.tokens[i]}-{end}.bin"
+            view = memoryview(chunk)[:end]
+            with open(path, "w+b") as out:  # readable too: the map needs it
+                for at in range(0, end, 1 << 24):
+                    out.write(view[at : at + (1 << 24)])
+                out.flush()
+                mapped = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+            del view
+            self.chunks[i] = mapped
+            self.views[i] = memoryview(mapped)
+            self.files[i] = path
+            moved += end
+        return moved
 
     def compact(self) -> None:
         """Write the live bytes into new chunks, slots in order, and swap them in. O(arena).
@@ -172,6 +213,7 @@ class Columns:
         live = np.flatnonzero(self.size[: len(self.ids)]).tolist()
         views, start, size = self.views, self.start, self.size
         self.chunks, self.views, self.ends, self.tokens = [], [], [], []
+        self.files = []
         self.used = 0
         new_start = np.zeros_like(start)
         for s in live:
@@ -216,6 +258,7 @@ class Columns:
         ends: list[int],
         tokens: list[str],
         garbage: int,
+        files: list[Path | None] | None = None,
     ) -> None:
         """Take a saved state (a checkpoint's) into empty columns. O(n)."""
         assert not self.ids, "restore needs empty columns"
@@ -226,8 +269,9 @@ class Columns:
         self.slot_of = slot_of  # type: ignore[assignment]
         self.start = np.array(start, dtype=np.int64)
         self.size = np.array(size, dtype=np.uint32)
-        for chunk, end, token in zip(chunks, ends, tokens, strict=True):
-            self._add_chunk(chunk, end, token)
+        files = files if files is not None else [None] * len(chunks)
+        for chunk, end, token, file in zip(chunks, ends, tokens, files, strict=True):
+            self._add_chunk(chunk, end, token, file)
         self.used = sum(ends)
         self.garbage = garbage
 
@@ -237,6 +281,9 @@ class Columns:
             assert self.ids[slot] == room_id, f"ids: {room_id} at the wrong slot"
         n = len(self.chunks)
         assert len(self.views) == len(self.ends) == len(self.tokens) == n, "chunks: lists differ"
+        assert len(self.files) == n, "chunks: files miscounted"
+        for chunk, file in zip(self.chunks, self.files, strict=True):
+            assert file is None or isinstance(chunk, mmap.mmap), "chunks: a file, not mapped"
         assert len(set(self.tokens)) == n, "chunks: a token twice"
         for chunk, end in zip(self.chunks, self.ends, strict=True):
             assert 0 <= end <= len(chunk), "chunks: written past the end"
