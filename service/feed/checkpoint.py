@@ -64,6 +64,7 @@ __all__ = [
     "manifest_position",
     "prune_checkpoints",
     "spill_arena",
+    "spill_directory",
     "write_checkpoint",
 ]
 
@@ -333,25 +334,35 @@ def write_checkpoint(
     return target
 
 
-def spill_arena(store: RoomStore, directory: Path, host: str | None = None) -> Path | None:
-    """Move the store's answer bytes out of the heap, into files mapped read-only (see
-    :meth:`~service.core.store.columns.Columns.spill`), in a temporary directory of the checkpoint
-    directory: the next checkpoint hard-links them, and then the directory can go (the mapping
-    keeps the files' data). The directory, or None when nothing was moved (or it failed: the
-    bytes then stay in memory, logged). Blocking. O(bytes moved)."""
-    started = time.perf_counter()
-    host = host or host_name()
-    spill = directory / f"{_TMP_PREFIX}{host}-{secrets.token_hex(4)}-arena"
+def spill_directory(directory: Path, host: str | None = None) -> Path | None:
+    """A new temporary directory of the checkpoint directory for answer bytes moved out of the
+    heap (see :func:`spill_arena`); None when it cannot be made (logged: they stay in memory).
+    A crash leaves it to the prune of temporary directories."""
+    spill = directory / f"{_TMP_PREFIX}{host or host_name()}-{secrets.token_hex(4)}-arena"
     try:
         spill.mkdir(parents=True)
+    except OSError as exc:
+        log.warning("answer bytes kept in memory: %s", exc)
+        return None
+    return spill
+
+
+def spill_arena(store: RoomStore, spill: Path) -> bool:
+    """Move the store's answer bytes out of the heap into files of ``spill`` (from
+    :func:`spill_directory`), mapped read-only in their place (see
+    :meth:`~service.core.store.columns.Columns.spill`): the next checkpoint hard-links them,
+    and then the directory can go (the mapping keeps the files' data). False (and the
+    directory removed) when nothing was moved, or on failure (logged: the bytes then stay in
+    memory). Blocking. O(bytes moved)."""
+    started = time.perf_counter()
+    try:
         moved = store.columns.spill(spill)
     except OSError as exc:
         log.warning("answer bytes kept in memory: %s", exc)
-        shutil.rmtree(spill, ignore_errors=True)
-        return None
+        moved = 0
     if not moved:
         shutil.rmtree(spill, ignore_errors=True)
-        return None
+        return False
     log.info(
         "answer bytes mapped from files",
         extra={
@@ -360,7 +371,7 @@ def spill_arena(store: RoomStore, directory: Path, host: str | None = None) -> P
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
-    return spill
+    return True
 
 
 def prune_checkpoints(

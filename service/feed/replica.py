@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from service.core import events
 from service.core.store import RoomStore
+from service.core.store.columns import spilling_into
 from service.core.users import Directory
 from service.feed.checkpoint import (
     capture,
@@ -32,6 +33,7 @@ from service.feed.checkpoint import (
     load_checkpoint,
     manifest_position,
     spill_arena,
+    spill_directory,
     write_checkpoint,
 )
 from service.feed.progress import LoadProgress, report_progress
@@ -279,13 +281,23 @@ class Replica:
                     load_checkpoint, path, self.login_expiration_days, progress
                 )
             else:
-                result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
-                if self.checkpoint_dir is not None:
-                    # The answer bytes (most of the state) out of the heap, into files the first
-                    # checkpoint links: they are read back as answers touch them.
-                    spilled = await asyncio.to_thread(spill_arena, store, self.checkpoint_dir)
-                    if spilled is not None:
-                        self._spilled.append(spilled)
+                # The answer bytes (most of the state) out of the heap, into files the first
+                # checkpoint links, written while the indexes are built; mapped in place, they
+                # are read back as answers touch them.
+                spill = (
+                    None if self.checkpoint_dir is None else spill_directory(self.checkpoint_dir)
+                )
+                try:
+                    with spilling_into(spill) if spill is not None else contextlib.nullcontext():
+                        result = await asyncio.to_thread(
+                            load_snapshot, path, store, users, None, progress
+                        )
+                except BaseException:
+                    if spill is not None:
+                        shutil.rmtree(spill, ignore_errors=True)
+                    raise
+                if spill is not None and await asyncio.to_thread(spill_arena, store, spill):
+                    self._spilled.append(spill)
         except SnapshotError as exc:
             log.error("snapshot load failed: %s", exc)
             return str(exc)

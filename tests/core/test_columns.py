@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.core.store.columns import SHIFT, Columns
+from service.core.store.columns import SHIFT, Columns, spilling_into
 
 
 def _doc(rng: random.Random, room_id: str) -> bytes:
@@ -187,3 +187,29 @@ def test_spill_leaves_the_chunk_still_written_in_memory(tmp_path: Path) -> None:
     want = {f"r{i}": d for i, d in enumerate(docs)}
     want["r3"] = b'{"_id":"r3","n":-3}'
     _same(columns, want)
+
+
+def test_a_bulk_load_spilling_writes_its_arena_meanwhile(tmp_path: Path) -> None:
+    docs = [orjson.dumps({"_id": f"r{i}", "n": i}) for i in range(30)]
+    arena = bytearray(b"".join(docs))
+    sizes = np.array([len(d) for d in docs], dtype=np.uint32)
+    starts = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
+    columns = Columns()
+    for i in range(30):
+        columns.new_slot(f"r{i}")
+    with spilling_into(tmp_path):
+        columns.load(arena, starts, sizes)
+    pending = columns.pending_spill
+    assert pending is not None
+    pending.thread.join()
+    path = tmp_path / f"arena-{columns.tokens[0]}-{len(arena)}.bin"
+    assert path.read_bytes() == bytes(arena)  # written by the thread, before spill()
+    assert columns.spill(tmp_path) == len(arena)
+    assert columns.pending_spill is None
+    assert columns.files == [path]
+    assert isinstance(columns.chunks[0], mmap.mmap)
+    _same(columns, {f"r{i}": d for i, d in enumerate(docs)})
+    other = Columns()  # outside the context: nothing started
+    other.new_slot("r0")
+    other.load(bytearray(docs[0]), starts[:1], sizes[:1])
+    assert other.pending_spill is None

@@ -27,8 +27,12 @@ Slots are handed out in increasing order and never reused (a bulk build assigns 
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import secrets
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns"]
+__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns", "spilling_into"]
 
 #: An address is ``chunk << SHIFT | position``.
 #: A chunk of the arena: written ones are bytearrays; a checkpoint's, bytes or a read-only
@@ -47,6 +51,47 @@ _POS = (1 << SHIFT) - 1
 #: Chunks grow from _FIRST bytes, doubling, up to CHUNK (a room larger gets a chunk its size).
 CHUNK = 1 << 26
 _FIRST = 1 << 16
+
+
+_SPILL: ContextVar[Path | None] = ContextVar("spill", default=None)
+
+
+@contextlib.contextmanager
+def spilling_into(directory: Path) -> Iterator[None]:
+    """Within it (this context, and threads started with a copy of it, as asyncio.to_thread
+    does), a bulk load (:meth:`Columns.load`) starts writing its arena into files of
+    ``directory`` in a thread of its own, while the rest of the store is built; the
+    :meth:`Columns.spill` that follows maps them instead of writing them."""
+    token = _SPILL.set(directory)
+    try:
+        yield
+    finally:
+        _SPILL.reset(token)
+
+
+class _Spill:
+    """Chunks being written to their files by a thread (see :func:`spilling_into`)."""
+
+    def __init__(self, directory: Path, chunks: list[tuple[int, bytearray, Path]]) -> None:
+        self.directory = directory
+        self.chunks = chunks
+        self.written: set[int] = set()
+        self.thread = threading.Thread(target=self._run, name="arena-spill", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for i, chunk, path in self.chunks:
+            try:
+                _write(path, memoryview(chunk))
+            except OSError:
+                return  # spill() writes it again, and reports the error
+            self.written.add(i)
+
+
+def _write(path: Path, data: memoryview) -> None:
+    with open(path, "wb") as out:
+        for at in range(0, len(data), 1 << 24):
+            out.write(data[at : at + (1 << 24)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +120,7 @@ class Columns:
         "files",
         "garbage",
         "ids",
+        "pending_spill",
         "size",
         "slot_of",
         "start",
@@ -92,6 +138,7 @@ class Columns:
         self.ends: list[int] = []
         self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
         self.files: list[Path | None] = []  # the file behind a mapped chunk (None: in memory)
+        self.pending_spill: _Spill | None = None  # chunks a thread writes out (spilling_into)
         self.start = np.empty(0, dtype=np.int64)
         self.size = np.empty(0, dtype=np.uint32)
         self.used = 0  # bytes written into the chunks, garbage included
@@ -188,18 +235,21 @@ class Columns:
         Views taken before keep the old chunks; readers on this thread see the same bytes."""
         moved = 0
         last = len(self.chunks) - 1
+        pending, self.pending_spill = self.pending_spill, None
+        if pending is not None:
+            pending.thread.join()
+            pending.chunks.clear()  # its references to the chunks
         for i, chunk in enumerate(self.chunks):
             end = self.ends[i]
             if not isinstance(chunk, bytearray) or end == 0 or (i == last and end < len(chunk)):
                 continue  # mapped already, empty, or still taking appends
             path = directory / f"arena-{self.tokens[i]}-{end}.bin"
-            view = memoryview(chunk)[:end]
-            with open(path, "w+b") as out:  # readable too: the map needs it
-                for at in range(0, end, 1 << 24):
-                    out.write(view[at : at + (1 << 24)])
-                out.flush()
-                mapped = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
-            del view
+            if pending is None or i not in pending.written or pending.directory != directory:
+                _write(path, memoryview(chunk)[:end])
+            with open(path, "rb") as f:
+                if f.seek(0, 2) != end:
+                    raise OSError(f"{path}: short")
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             self.chunks[i] = mapped
             self.views[i] = memoryview(mapped)
             self.files[i] = path
@@ -248,6 +298,14 @@ class Columns:
         self.size[:n] = size
         self.used = sum(self.ends)
         self.garbage = self.used - int(np.asarray(size).sum(dtype=np.int64))
+        directory = _SPILL.get()
+        if directory is not None:  # written out meanwhile, mapped by spill()
+            full = [
+                (i, c, directory / f"arena-{self.tokens[i]}-{len(c)}.bin")
+                for i, c in enumerate(self.chunks)
+                if isinstance(c, bytearray) and len(c) == self.ends[i] and len(c)
+            ]
+            self.pending_spill = _Spill(directory, full) if full else None
 
     def restore(
         self,
