@@ -7,21 +7,30 @@ answer bytes (no copy: bytes once written never move). Nothing in an image is ch
 store afterwards, so :func:`save` may write it in a worker thread while events keep being
 applied.
 
-Files (every one listed with its size in the section :func:`save` returns):
+Files (every one listed with its size in the section :func:`save` returns). Most are named by
+their content, so that a later checkpoint hard-links an unchanged one from an earlier checkpoint
+(``reuse``) instead of writing it again, and writes only what changed:
 
-- ``<name>.bin`` for numpy arrays (slot columns ``start``/``size``, each order's ``code`` and
-  ``main``, the index arrays of the value columns below): raw bytes, dtype and length in the
-  section, read back with ``np.fromfile`` (writable: the store goes on changing them);
+- ``piece-<sha256>-<length>.bin``: a piece of PIECE_BYTES of a numpy array (slot columns
+  ``start``/``size``, each order's ``code`` and ``main``, the arrays of the value columns below),
+  or a JSON list of up to PIECE_VALUES values (``ids``, ``lows``, value columns). The section
+  lists each array's dtype, length and pieces (``arrays``) and each list's pieces (``values``);
+  an array is read back piece by piece into one writable array (the store goes on changing
+  it). Slots follow creation time and a new room takes the next slot, so most changes fall into
+  the last pieces; equal pieces (runs of NULL codes) are one file;
 - ``arena-<token>-<end>.bin``: the written bytes of each arena chunk, so every saved address
-  stays valid; named by the chunk's token and length, which fix its content, so that a later
-  checkpoint hard-links the file instead of writing it again;
-- ``bitmaps-<family>.bin`` + ``bitmaps-<family>.json``: pyroaring's portable serialization of
-  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``buffers``, and
-  ``merged``: each order's merged slots and block bitmaps), and the family's keys and ends;
-- ``values-<name>.json``: lists of strings and other JSON values (orjson; the rare values JSON
-  cannot hold exactly, such as non-finite floats, through the standard json module);
-- value columns (an order's ``vals``): the distinct values once (by order code: equal codes,
-  equal values), and per slot holding one an int32 index.
+  stays valid; named by the chunk's token and length, which fix its content. A chunk mapped from
+  a file (a checkpoint's, or one :meth:`~service.core.store.columns.Columns.spill` wrote) is
+  linked from that file first;
+- ``bitmaps-<family>.json``: the keys, ends and pieces of a family of bitmaps (``sets``, ``eq``,
+  ``buckets``, ``tris``, ``quads``, ``buffers``, and ``merged``: each order's merged slots and
+  block bitmaps, cut into pieces per order: only an order that merged since has new ones), the
+  pieces holding pyroaring's portable serializations one after another;
+- JSON lists are orjson, or for the rare values JSON cannot hold exactly (non-finite floats)
+  the standard json module;
+- value columns (an order's ``vals``): the slots holding one, and their values in slot order when
+  most are distinct (names), else the distinct values once (by order code: equal codes, equal
+  values) and per slot an int32 index.
 
 Derived parts are rebuilt on load rather than saved: ``slot_of`` from ``ids``, each order's
 ``mcode`` (``code[main]``, but for the stale slots' entries, whose old codes are saved). Buffers
