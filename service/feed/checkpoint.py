@@ -283,9 +283,9 @@ def write_checkpoint(
     tmp = directory / f"{_TMP_PREFIX}{host}-{token}"
     target = directory / checkpoint_name(view.position, host, token)
     tmp.mkdir()
-    shared = {
+    shared = {  # files named by their content, from the newest checkpoint holding each
         name: found.path / name
-        for found in list_checkpoints(directory)
+        for found in reversed(list_checkpoints(directory))
         for name in found.manifest.get("files", {})
         if name.startswith(("arena-", "piece-"))
     }
