@@ -51,6 +51,7 @@ import json
 import mmap
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,30 +200,31 @@ def capture(store: RoomStore) -> Image:
 
 
 class _Writer:
-    """Files of one saved store: each written whole, fsynced, and listed with its size."""
+    """Files of one saved store: each written whole and listed with its size; :meth:`sync`
+    makes them durable at the end, all at once."""
 
     def __init__(self, directory: Path, reuse: Callable[[str], Path | None]) -> None:
         self.directory = directory
         self.reuse = reuse
         self.files: dict[str, int] = {}
-        self.arrays: dict[str, list[Any]] = {}  # name -> [dtype, length]
+        self.arrays: dict[str, list[Any]] = {}  # name -> [dtype, length, pieces]
         self.lists: dict[str, list[str]] = {}  # name -> pieces of a list of values
         self.linked = 0
         self.linked_names: set[str] = set()
+        self.unsynced: list[Path] = []  # written here, or linked from a file never fsynced
 
     def write(self, name: str, parts: Iterable[bytes | memoryview]) -> None:
         path = self.directory / name
         with open(path, "wb") as out:
             for part in parts:
                 out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
         self.files[name] = path.stat().st_size
+        self.unsynced.append(path)
 
     def link_or_write(self, name: str, part: memoryview, own: Path | None = None) -> None:
         """A file whose name says its content: hard-linked from ``own`` (the file a mapped
-        chunk came from) or from an earlier checkpoint that has it (no bytes written, the
-        source fsynced: a spilled chunk's file never was), else written."""
+        chunk came from: fsynced with the rest, as a spilled chunk's file never was) or from an
+        earlier checkpoint that has it (durable already), else written."""
         for source in (own, self.reuse(name)):
             if source is None:
                 continue
@@ -230,12 +232,21 @@ class _Writer:
                 os.link(source, self.directory / name)
             except OSError:
                 continue  # gone meanwhile, or no hard links on this volume
-            _fsync_file(self.directory / name)
+            if source is own:
+                self.unsynced.append(self.directory / name)
             self.files[name] = len(part)
             self.linked += len(part)
             self.linked_names.add(name)
             return
         self.write(name, _pieces(part))
+
+    def sync(self) -> None:
+        """fsync every file written (or linked from an unsynced one), several at a time: the
+        file system commits concurrent fsyncs together rather than one journal commit each."""
+        if not self.unsynced:
+            return
+        with ThreadPoolExecutor(min(8, len(self.unsynced))) as pool:
+            list(pool.map(_fsync_file, self.unsynced))
 
     def piece(self, part: memoryview | bytes) -> str:
         """A piece of an array or of a list of values, in a file named by its content (a hash
@@ -292,16 +303,21 @@ class _Writer:
 
     def column(self, name: str, slots: Array, codes: Array, value: Callable[[int], Any]) -> None:
         """The values of ``slots`` (``value(slot)``, their codes ``codes``). Mostly distinct
-        values go in slot order (a new room's value lands in the last piece, so the others are
-        linked from the last checkpoint); else each distinct value once (values of equal order
-        code are equal: one stands for all) and an index per slot."""
+        values (judged from a sample) go in slot order; else each distinct value once (values
+        of equal order code are equal: one stands for all) in the order of the first slot
+        holding it, and per slot an int32 index. Either way a new room's value lands in the
+        last pieces, so the others are linked from the last checkpoint."""
         self.array(f"{name}-slots", slots.astype(np.uint32))
-        _, first, index = np.unique(codes, return_index=True, return_inverse=True)
-        if 2 * len(first) > len(slots):
+        sample = codes[:: max(1, len(codes) // 4096)]
+        if 2 * len(np.unique(sample)) > len(sample):
             self.values(name, list(map(value, slots.tolist())))
             return
-        self.values(name, list(map(value, slots[first].tolist())))
-        self.array(f"{name}-index", index.astype(np.int32))
+        _, first, index = np.unique(codes, return_index=True, return_inverse=True)
+        by_first = np.argsort(first)  # distinct values by first slot holding them
+        rank = np.empty_like(by_first)
+        rank[by_first] = np.arange(len(by_first))
+        self.values(name, list(map(value, slots[first[by_first]].tolist())))
+        self.array(f"{name}-index", rank[index.ravel()].astype(np.int32))
 
 
 def _pieces(part: memoryview, size: int = 1 << 24) -> Iterable[memoryview]:
@@ -349,7 +365,7 @@ def save(
     Arena chunks go to files named by chunk token and length (``arena-<token>-<end>.bin``):
     ``reuse(name)`` may give an earlier checkpoint's file of that name, which is hard-linked
     instead of written again (the bulk of the bytes, unchanged since). Every file written is
-    fsynced; the caller fsyncs the directory and renames it into place."""
+    fsynced (at the end, together); the caller fsyncs the directory and renames it into place."""
     out = _Writer(directory, reuse)
     arena = image.arena
     chunks = []
@@ -401,6 +417,7 @@ def save(
         out.array(f"order-{i}-shadow-slots", np.fromiter(shadow, np.uint32, len(shadow)))
         out.values(f"order-{i}-shadow", list(shadow.values()))
         orders.append({"name": order.name, "vals": kind})
+    out.sync()
     return {
         "version": VERSION,
         "rooms": image.rooms,
