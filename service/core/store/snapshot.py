@@ -522,8 +522,11 @@ class _Reader:
         """(slots, their values as an object array)."""
         slots = self.array(f"{name}-slots", np.uint32)
         saved = self.values(name)
-        table = np.empty(len(saved), dtype=object)
-        table[:] = saved if not any(isinstance(v, list) for v in saved) else _objects(saved)
+        if list in set(map(type, saved)):
+            table = _objects(saved)  # (assigning the list would unpack the lists in it)
+        else:
+            table = np.empty(len(saved), dtype=object)
+            table[:] = saved
         if f"{name}-index" not in self.arrays:  # in slot order
             if len(saved) != len(slots):
                 raise FormatError(f"{name}: {len(saved)} values for {len(slots)} slots")
