@@ -212,6 +212,7 @@ class _Writer:
         self.linked = 0
         self.linked_names: set[str] = set()
         self.unsynced: list[Path] = []  # written here, or linked from a file never fsynced
+        self.hashing = ThreadPoolExecutor(2, thread_name_prefix="checkpoint-hash")
 
     def write(self, name: str, parts: Iterable[bytes | memoryview]) -> None:
         path = self.directory / name
@@ -248,21 +249,24 @@ class _Writer:
         with ThreadPoolExecutor(min(8, len(self.unsynced))) as pool:
             list(pool.map(_fsync_file, self.unsynced))
 
-    def piece(self, part: memoryview | bytes) -> str:
+    def piece(self, part: memoryview | bytes, name: str | None = None) -> str:
         """A piece of an array or of a list of values, in a file named by its content (a hash
-        and the length): linked when an earlier checkpoint has it, written else; once per
-        checkpoint however often it occurs. Its file name."""
-        name = f"piece-{hashlib.sha256(part).hexdigest()[:40]}-{len(part)}.bin"
+        and the length; ``name`` when computed already): linked when an earlier checkpoint has
+        it, written else; once per checkpoint however often it occurs. Its file name."""
+        name = name or _piece_name(part)
         if name not in self.files:
             self.link_or_write(name, memoryview(part))
         return name
 
     def array(self, name: str, array: Array) -> None:
         """Raw little-endian bytes in pieces of PIECE_BYTES; dtype, length and the pieces go in
-        the manifest. A piece no change touched since the last checkpoint is linked."""
+        the manifest. A piece no change touched since the last checkpoint is linked. The pieces
+        are hashed two at a time (hashlib lets go of the GIL)."""
         array = np.ascontiguousarray(array)
         raw = array.data.cast("B") if array.size else memoryview(b"")
-        pieces = [self.piece(raw[at : at + PIECE_BYTES]) for at in range(0, len(raw), PIECE_BYTES)]
+        parts = [raw[at : at + PIECE_BYTES] for at in range(0, len(raw), PIECE_BYTES)]
+        names = self.hashing.map(_piece_name, parts) if len(parts) > 1 else map(_piece_name, parts)
+        pieces = [self.piece(part, n) for part, n in zip(parts, names, strict=True)]
         self.arrays[name] = [array.dtype.str, len(array), pieces]
 
     def values(self, name: str, values: list[Any]) -> None:
@@ -320,6 +324,10 @@ class _Writer:
         self.array(f"{name}-index", rank[index.ravel()].astype(np.int32))
 
 
+def _piece_name(part: memoryview | bytes) -> str:
+    return f"piece-{hashlib.sha256(part).hexdigest()[:40]}-{len(part)}.bin"
+
+
 def _pieces(part: memoryview, size: int = 1 << 24) -> Iterable[memoryview]:
     return (part[at : at + size] for at in range(0, len(part), size))
 
@@ -367,6 +375,13 @@ def save(
     instead of written again (the bulk of the bytes, unchanged since). Every file written is
     fsynced (at the end, together); the caller fsyncs the directory and renames it into place."""
     out = _Writer(directory, reuse)
+    try:
+        return _save(image, out)
+    finally:
+        out.hashing.shutdown()
+
+
+def _save(image: Image, out: _Writer) -> dict[str, Any]:
     arena = image.arena
     chunks = []
     for part, end, token, chunk, own in zip(
