@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns", "spilling_into"]
+__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns", "map_chunk", "spilling_into"]
 
 #: An address is ``chunk << SHIFT | position``.
 #: A chunk of the arena: written ones are bytearrays; a checkpoint's, bytes or a read-only
@@ -86,6 +86,15 @@ class _Spill:
             except OSError:
                 return  # spill() writes it again, and reports the error
             self.written.add(i)
+
+
+def map_chunk(fd: int) -> mmap.mmap:
+    """A read-only map of a chunk's file. Answers read rooms here and there, not in file order:
+    no read-ahead, so a touch maps (and counts in the resident size) only the page it needs."""
+    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    if hasattr(mmap, "MADV_RANDOM"):
+        mapped.madvise(mmap.MADV_RANDOM)
+    return mapped
 
 
 def _write(path: Path, data: memoryview) -> None:
@@ -249,7 +258,7 @@ class Columns:
             with open(path, "rb") as f:
                 if f.seek(0, 2) != end:
                     raise OSError(f"{path}: short")
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                mapped = map_chunk(f.fileno())
             self.chunks[i] = mapped
             self.views[i] = memoryview(mapped)
             self.files[i] = path

@@ -60,7 +60,7 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from service.core.store.columns import ArenaView, Chunk
+from service.core.store.columns import ArenaView, Chunk, map_chunk
 from service.core.store.keys import DICT_HI, NAN, NUM_MAX, rank_key
 
 if TYPE_CHECKING:
@@ -570,7 +570,7 @@ class _Reader:
             else:  # never written again: mapped, read from the file only as answers need it
                 with open(path, "rb") as f:
                     got = os.fstat(f.fileno()).st_size
-                    data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if got else b""
+                    data = map_chunk(f.fileno()) if got else b""
                 mapped = path if got else None
             if got != end:
                 raise FormatError(f"{chunk['file']}: {got} bytes, not {end}")
