@@ -357,7 +357,7 @@ class Replica:
             # which otherwise stall the event loop for about a second at 1M rooms.
             gc.collect()
             gc.freeze()
-            release_free_memory()
+            release_free_memory()  # on this thread: measured to give back more than elsewhere
             self._publish(path, loaded, manifest)
             if path == self.snapshot and self.checkpoint_dir is not None:
                 # A checkpoint soon: the next replica (or restart) loads it in seconds, and
