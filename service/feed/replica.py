@@ -581,9 +581,14 @@ class Replica:
     # -- checkpoints -------------------------------------------------------------------------
 
     async def _checkpoints(self) -> None:
-        while True:
+        while not self.stopping:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+            # lands as the event is set (stop() then waited for this task until the interval).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._checkpoint_due.wait(), self.checkpoint_interval)
+                async with asyncio.timeout(self.checkpoint_interval):
+                    await self._checkpoint_due.wait()
+            if self.stopping:
+                return  # stop() writes the last one
             self._checkpoint_due.clear()
             await self.checkpoint()
 
