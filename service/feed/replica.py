@@ -582,11 +582,10 @@ class Replica:
 
     async def _checkpoints(self) -> None:
         while not self.stopping:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
-            # lands as the event is set (stop() then waited for this task until the interval).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.checkpoint_interval):
-                    await self._checkpoint_due.wait()
+                await asyncio.wait_for(self._checkpoint_due.wait(), self.checkpoint_interval)
+            # Python 3.11's wait_for can swallow a cancel that lands as the event is set: stop()
+            # (which sets stopping first) would then wait for this task until the interval.
             if self.stopping:
                 return  # stop() writes the last one
             self._checkpoint_due.clear()
