@@ -63,6 +63,8 @@ __all__ = [
     "load_checkpoint",
     "manifest_position",
     "prune_checkpoints",
+    "spill_arena",
+    "spill_directory",
     "write_checkpoint",
 ]
 
@@ -70,7 +72,7 @@ log = logging.getLogger(__name__)
 
 #: What ``manifest.json`` says a checkpoint is, and the version of its layout.
 FORMAT = "voip-rooms-checkpoint"
-VERSION = 1
+VERSION = 2
 #: Checkpoints kept by a prune (the newest ones), and the age below which none is removed.
 KEEP = 3
 MIN_AGE_SECONDS = 600.0
@@ -281,11 +283,11 @@ def write_checkpoint(
     tmp = directory / f"{_TMP_PREFIX}{host}-{token}"
     target = directory / checkpoint_name(view.position, host, token)
     tmp.mkdir()
-    shared = {
+    shared = {  # files named by their content, from the newest checkpoint holding each
         name: found.path / name
-        for found in list_checkpoints(directory)
+        for found in reversed(list_checkpoints(directory))
         for name in found.manifest.get("files", {})
-        if name.startswith("arena-")
+        if name.startswith(("arena-", "piece-"))
     }
     try:
         section = snapshot.save(view.store, tmp, shared.get)
@@ -330,6 +332,46 @@ def write_checkpoint(
         },
     )
     return target
+
+
+def spill_directory(directory: Path, host: str | None = None) -> Path | None:
+    """A new temporary directory of the checkpoint directory for answer bytes moved out of the
+    heap (see :func:`spill_arena`); None when it cannot be made (logged: they stay in memory).
+    A crash leaves it to the prune of temporary directories."""
+    spill = directory / f"{_TMP_PREFIX}{host or host_name()}-{secrets.token_hex(4)}-arena"
+    try:
+        spill.mkdir(parents=True)
+    except OSError as exc:
+        log.warning("answer bytes kept in memory: %s", exc)
+        return None
+    return spill
+
+
+def spill_arena(store: RoomStore, spill: Path) -> bool:
+    """Move the store's answer bytes out of the heap into files of ``spill`` (from
+    :func:`spill_directory`), mapped read-only in their place (see
+    :meth:`~service.core.store.columns.Columns.spill`): the next checkpoint hard-links them,
+    and then the directory can go (the mapping keeps the files' data). False (and the
+    directory removed) when nothing was moved, or on failure (logged: the bytes then stay in
+    memory). Blocking. O(bytes moved)."""
+    started = time.perf_counter()
+    try:
+        moved = store.columns.spill(spill)
+    except OSError as exc:
+        log.warning("answer bytes kept in memory: %s", exc)
+        moved = 0
+    if not moved:
+        shutil.rmtree(spill, ignore_errors=True)
+        return False
+    log.info(
+        "answer bytes mapped from files",
+        extra={
+            "bytes": moved,
+            "path": str(spill),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return True
 
 
 def prune_checkpoints(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import shutil
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from service.core import events
 from service.core.store import RoomStore
+from service.core.store.columns import spilling_into
 from service.core.users import Directory
 from service.feed.checkpoint import (
     capture,
@@ -29,6 +32,8 @@ from service.feed.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     manifest_position,
+    spill_arena,
+    spill_directory,
     write_checkpoint,
 )
 from service.feed.progress import LoadProgress, report_progress
@@ -145,6 +150,9 @@ class Replica:
         self._writing: asyncio.Future[Path] | None = None
         #: set by a healed gap: checkpoints above the new position are of the feed before it
         self._supersede = False
+        #: temporary directories of answer bytes moved out of the heap, until a checkpoint
+        #: links their files
+        self._spilled: list[Path] = []
         self._tasks: list[asyncio.Task[None]] = []
         #: called right after a new store and directory are swapped in whole
         self.published: list[Callable[[], None]] = []
@@ -275,7 +283,23 @@ class Replica:
                     load_checkpoint, path, self.login_expiration_days, progress
                 )
             else:
-                result = await asyncio.to_thread(load_snapshot, path, store, users, None, progress)
+                # The answer bytes (most of the state) out of the heap, into files the first
+                # checkpoint links, written while the indexes are built; mapped in place, they
+                # are read back as answers touch them.
+                spill = (
+                    None if self.checkpoint_dir is None else spill_directory(self.checkpoint_dir)
+                )
+                try:
+                    with spilling_into(spill) if spill is not None else contextlib.nullcontext():
+                        result = await asyncio.to_thread(
+                            load_snapshot, path, store, users, None, progress
+                        )
+                except BaseException:
+                    if spill is not None:
+                        shutil.rmtree(spill, ignore_errors=True)
+                    raise
+                if spill is not None and await asyncio.to_thread(spill_arena, store, spill):
+                    self._spilled.append(spill)
         except SnapshotError as exc:
             log.error("snapshot load failed: %s", exc)
             return str(exc)
@@ -337,6 +361,7 @@ class Replica:
             # which otherwise stall the event loop for about a second at 1M rooms.
             gc.collect()
             gc.freeze()
+            release_free_memory()  # on this thread: measured to give back more than elsewhere
             self._publish(path, loaded, manifest)
             if path == self.snapshot and self.checkpoint_dir is not None:
                 # A checkpoint soon: the next replica (or restart) loads it in seconds, and
@@ -472,6 +497,7 @@ class Replica:
         try:
             loaded = await self._load_from(path)
             gc.freeze()
+            release_free_memory()
         finally:
             if was_enabled:
                 gc.enable()
@@ -559,9 +585,13 @@ class Replica:
     # -- checkpoints -------------------------------------------------------------------------
 
     async def _checkpoints(self) -> None:
-        while True:
+        while not self.stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._checkpoint_due.wait(), self.checkpoint_interval)
+            # Python 3.11's wait_for can swallow a cancel that lands as the event is set: stop()
+            # (which sets stopping first) would then wait for this task until the interval.
+            if self.stopping:
+                return  # stop() writes the last one
             self._checkpoint_due.clear()
             await self.checkpoint()
 
@@ -590,6 +620,9 @@ class Replica:
                     asyncio.to_thread(write_checkpoint, view, self.checkpoint_dir)
                 )
                 path = await asyncio.shield(self._writing)
+                del view  # its copies, then what glibc kept of them, back to the system
+                if not self.stopping:
+                    await asyncio.to_thread(release_free_memory)
                 if self._supersede:
                     self._supersede = False
                     await asyncio.to_thread(_drop_above, self.checkpoint_dir, position)
@@ -601,9 +634,36 @@ class Replica:
                 self.checkpoint_failures += 1
                 log.exception("checkpoint at position %d failed", position)
                 return None
-            self.checkpoint_position = view.position
+            self.checkpoint_position = position
             self.last_checkpoint = path
+            spilled, self._spilled = self._spilled, []
+            for directory in spilled:  # linked into the checkpoint now (or written)
+                shutil.rmtree(directory, ignore_errors=True)
             return path
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the memory a load freed back to the system. A load builds and drops hundreds of
+    megabytes of temporary objects (decoded rooms, parse buffers, row arrays); glibc keeps
+    most of what they freed in its arenas, counted in the resident size until reused. O(heap)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _drop_above(directory: Path, position: int) -> None:

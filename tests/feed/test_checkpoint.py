@@ -17,6 +17,7 @@ from service.core.query import RoomQuery
 from service.core.store import RoomStore
 from service.core.users import Directory
 from service.feed.checkpoint import (
+    VERSION,
     capture,
     dumps_line,
     encode,
@@ -71,7 +72,7 @@ def test_dates_in_users_round_trip_as_dates(tmp_path: Path) -> None:
     manifest = orjson.loads((path / "manifest.json").read_bytes())
     assert manifest["position"] == 3
     assert manifest["format"] == "voip-rooms-checkpoint"
-    assert manifest["version"] == 1
+    assert manifest["version"] == VERSION
     assert set(manifest["files"]) == {p.name for p in path.iterdir()} - {"manifest.json"}
     for name, size in manifest["files"].items():
         assert (path / name).stat().st_size == size
@@ -103,21 +104,22 @@ def test_newest_by_position_then_time(tmp_path: Path) -> None:
     assert find_checkpoint(tmp_path) == (12, first.path)
 
 
+@pytest.mark.parametrize("version", [1, VERSION + 1])  # an older layout, a newer one
 def test_unknown_versions_are_ignored_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
     good = write_checkpoint(capture(store_of("a"), Directory(), 1), tmp_path)
-    newer = tmp_path / "checkpoint-000000000099-pod-x-ab12cd34"
-    newer.mkdir()
-    (newer / "manifest.json").write_bytes(
-        orjson.dumps({"format": "voip-rooms-checkpoint", "version": 2, "position": 99})
+    other = tmp_path / "checkpoint-000000000099-pod-x-ab12cd34"
+    other.mkdir()
+    (other / "manifest.json").write_bytes(
+        orjson.dumps({"format": "voip-rooms-checkpoint", "version": version, "position": 99})
     )
     with caplog.at_level(logging.WARNING):
         assert find_checkpoint(tmp_path) == (1, good)
     assert "checkpoint ignored" in caplog.text
-    assert "format version 2" in caplog.text
-    with pytest.raises(SnapshotError, match="format version 2"):
-        load_checkpoint(newer)
+    assert f"format version {version}" in caplog.text
+    with pytest.raises(SnapshotError, match=f"format version {version}"):
+        load_checkpoint(other)
 
 
 def test_prune_keeps_the_newest_and_the_recent(tmp_path: Path) -> None:

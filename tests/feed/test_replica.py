@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import shutil
 import time
@@ -19,6 +20,7 @@ from service.core.users import Directory
 from service.feed import checkpoint as checkpoint_module
 from service.feed.checkpoint import find_checkpoint, list_checkpoints, write_checkpoint
 from service.feed.replica import Replica
+from service.feed.snapshot import load_snapshot
 from tests.factories import make_room, make_user, write_snapshot
 from tests.feed.support import eventually, jsonl, room_event
 
@@ -145,6 +147,34 @@ async def test_checkpoint_restart_resumes_at_its_position(tmp_path: Path) -> Non
     assert found[0] == 5
     # the older one stays a while: another replica may be loading it right now
     assert [c.position for c in list_checkpoints(checkpoints)] == [5, 3]
+
+
+async def test_answer_bytes_of_a_snapshot_load_are_mapped_then_linked(tmp_path: Path) -> None:
+    """With a checkpoint directory, a snapshot load moves the answer bytes out of the heap into
+    a file mapped in their place before it is served; the first checkpoint links that file and
+    its temporary directory goes."""
+    checkpoints = tmp_path / "checkpoints"
+    snap = snapshot(tmp_path)
+    plain = RoomStore()
+    load_snapshot(snap, plain, Directory())
+    replica = Replica(snap, checkpoint_dir=checkpoints)
+    task = await start(replica)
+    try:
+        columns = replica.store.columns
+        assert isinstance(columns.chunks[0], mmap.mmap)
+        spilled = columns.files[0]
+        assert spilled is not None
+        assert spilled.parent.name.startswith(".tmp-checkpoint-")
+        query = RoomQuery(count=None)
+        assert replica.store.page(query) == plain.page(query)
+        await eventually(lambda: replica.last_checkpoint is not None, what="a checkpoint")
+        assert replica.last_checkpoint is not None
+        linked = replica.last_checkpoint / spilled.name
+        assert linked.read_bytes() == bytes(columns.views[0])
+        await eventually(lambda: not spilled.parent.exists(), what="the spill removed")
+        assert replica.store.page(query) == plain.page(query)  # the map still reads it
+    finally:
+        await finish(replica, task)
 
 
 async def test_snapshot_newer_than_checkpoint_wins(tmp_path: Path) -> None:

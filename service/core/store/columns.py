@@ -14,21 +14,33 @@ goes on appending (:meth:`Columns.view`). A changed room appends its new bytes; 
 become garbage, and :meth:`Columns.compact` writes the live bytes into new chunks (and swaps the
 list) once garbage passes half of what was written.
 
+A full chunk (never written again) may live in a file instead of the heap: :meth:`Columns.spill`
+writes it out and maps it read-only, and a checkpoint's chunks are mapped as loaded. ``files[i]``
+is then the file's path, so that the next checkpoint hard-links it rather than writing it again.
+A mapped chunk's pages are read from the file (or the page cache) as answers touch them, count
+in the resident size once touched, and can be dropped by the OS under memory pressure (they are
+clean) rather than swapped.
+
 Slots are handed out in increasing order and never reused (a bulk build assigns them in
 ``ts`` order, so date ranges on ``ts`` are mostly runs of consecutive slots).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import secrets
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns"]
+__all__ = ["CHUNK", "SHIFT", "ArenaView", "Chunk", "Columns", "map_chunk", "spilling_into"]
 
 #: An address is ``chunk << SHIFT | position``.
 #: A chunk of the arena: written ones are bytearrays; a checkpoint's, bytes or a read-only
@@ -41,6 +53,56 @@ CHUNK = 1 << 26
 _FIRST = 1 << 16
 
 
+_SPILL: ContextVar[Path | None] = ContextVar("spill", default=None)
+
+
+@contextlib.contextmanager
+def spilling_into(directory: Path) -> Iterator[None]:
+    """Within it (this context, and threads started with a copy of it, as asyncio.to_thread
+    does), a bulk load (:meth:`Columns.load`) starts writing its arena into files of
+    ``directory`` in a thread of its own, while the rest of the store is built; the
+    :meth:`Columns.spill` that follows maps them instead of writing them."""
+    token = _SPILL.set(directory)
+    try:
+        yield
+    finally:
+        _SPILL.reset(token)
+
+
+class _Spill:
+    """Chunks being written to their files by a thread (see :func:`spilling_into`)."""
+
+    def __init__(self, directory: Path, chunks: list[tuple[int, bytearray, Path]]) -> None:
+        self.directory = directory
+        self.chunks = chunks
+        self.written: set[int] = set()
+        self.thread = threading.Thread(target=self._run, name="arena-spill", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for i, chunk, path in self.chunks:
+            try:
+                _write(path, memoryview(chunk))
+            except OSError:
+                return  # spill() writes it again, and reports the error
+            self.written.add(i)
+
+
+def map_chunk(fd: int) -> mmap.mmap:
+    """A read-only map of a chunk's file. Answers read rooms here and there, not in file order:
+    no read-ahead, so a touch maps (and counts in the resident size) only the page it needs."""
+    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    if hasattr(mmap, "MADV_RANDOM"):
+        mapped.madvise(mmap.MADV_RANDOM)
+    return mapped
+
+
+def _write(path: Path, data: memoryview) -> None:
+    with open(path, "wb") as out:
+        for at in range(0, len(data), 1 << 24):
+            out.write(data[at : at + (1 << 24)])
+
+
 @dataclass(frozen=True, slots=True)
 class ArenaView:
     """The arena's bytes as of a moment: ``ends[i]`` bytes of ``chunks[i]``. Those bytes are
@@ -50,6 +112,7 @@ class ArenaView:
     chunks: list[Chunk]
     ends: list[int]
     tokens: list[str]
+    files: list[Path | None]  # the file a mapped chunk was read from (None: in memory)
 
     def parts(self) -> list[memoryview]:
         """The written bytes of each chunk (views, no copies)."""
@@ -63,8 +126,10 @@ class Columns:
     __slots__ = (
         "chunks",
         "ends",
+        "files",
         "garbage",
         "ids",
+        "pending_spill",
         "size",
         "slot_of",
         "start",
@@ -81,6 +146,8 @@ class Columns:
         self.views: list[memoryview] = []  # one per chunk: slices without a copy
         self.ends: list[int] = []
         self.tokens: list[str] = []  # a random name per chunk (checkpoints share chunk files)
+        self.files: list[Path | None] = []  # the file behind a mapped chunk (None: in memory)
+        self.pending_spill: _Spill | None = None  # chunks a thread writes out (spilling_into)
         self.start = np.empty(0, dtype=np.int64)
         self.size = np.empty(0, dtype=np.uint32)
         self.used = 0  # bytes written into the chunks, garbage included
@@ -108,11 +175,14 @@ class Columns:
         self.slot_of[room_id] = slot
         return slot
 
-    def _add_chunk(self, chunk: Chunk, end: int, token: str | None = None) -> None:
+    def _add_chunk(
+        self, chunk: Chunk, end: int, token: str | None = None, file: Path | None = None
+    ) -> None:
         self.chunks.append(chunk)
         self.views.append(memoryview(chunk))
         self.ends.append(end)
         self.tokens.append(token or secrets.token_hex(8))
+        self.files.append(file)
 
     def _append(self, doc: bytes | memoryview) -> int:
         """Write ``doc`` after the last bytes written; its address. O(len(doc))."""
@@ -163,7 +233,37 @@ class Columns:
 
     def view(self) -> ArenaView:
         """The arena as of now, for a reader in another thread. O(chunks)."""
-        return ArenaView(list(self.chunks), list(self.ends), list(self.tokens))
+        return ArenaView(list(self.chunks), list(self.ends), list(self.tokens), list(self.files))
+
+    def spill(self, directory: Path) -> int:
+        """Move every chunk held in memory but the one appends go into (the others are never
+        written again) to a file in ``directory``, ``arena-<token>-<end>.bin`` (the name a
+        checkpoint gives it), mapped read-only in its place; the bytes moved. The files are not
+        fsynced: a checkpoint that links one does. O(bytes moved), in large writes.
+
+        Views taken before keep the old chunks; readers on this thread see the same bytes."""
+        moved = 0
+        last = len(self.chunks) - 1
+        pending, self.pending_spill = self.pending_spill, None
+        if pending is not None:
+            pending.thread.join()
+            pending.chunks.clear()  # its references to the chunks
+        for i, chunk in enumerate(self.chunks):
+            end = self.ends[i]
+            if not isinstance(chunk, bytearray) or end == 0 or (i == last and end < len(chunk)):
+                continue  # mapped already, empty, or still taking appends
+            path = directory / f"arena-{self.tokens[i]}-{end}.bin"
+            if pending is None or i not in pending.written or pending.directory != directory:
+                _write(path, memoryview(chunk)[:end])
+            with open(path, "rb") as f:
+                if f.seek(0, 2) != end:
+                    raise OSError(f"{path}: short")
+                mapped = map_chunk(f.fileno())
+            self.chunks[i] = mapped
+            self.views[i] = memoryview(mapped)
+            self.files[i] = path
+            moved += end
+        return moved
 
     def compact(self) -> None:
         """Write the live bytes into new chunks, slots in order, and swap them in. O(arena).
@@ -172,6 +272,7 @@ class Columns:
         live = np.flatnonzero(self.size[: len(self.ids)]).tolist()
         views, start, size = self.views, self.start, self.size
         self.chunks, self.views, self.ends, self.tokens = [], [], [], []
+        self.files = []
         self.used = 0
         new_start = np.zeros_like(start)
         for s in live:
@@ -206,6 +307,14 @@ class Columns:
         self.size[:n] = size
         self.used = sum(self.ends)
         self.garbage = self.used - int(np.asarray(size).sum(dtype=np.int64))
+        directory = _SPILL.get()
+        if directory is not None:  # written out meanwhile, mapped by spill()
+            full = [
+                (i, c, directory / f"arena-{self.tokens[i]}-{len(c)}.bin")
+                for i, c in enumerate(self.chunks)
+                if isinstance(c, bytearray) and len(c) == self.ends[i] and len(c)
+            ]
+            self.pending_spill = _Spill(directory, full) if full else None
 
     def restore(
         self,
@@ -216,6 +325,7 @@ class Columns:
         ends: list[int],
         tokens: list[str],
         garbage: int,
+        files: list[Path | None] | None = None,
     ) -> None:
         """Take a saved state (a checkpoint's) into empty columns. O(n)."""
         assert not self.ids, "restore needs empty columns"
@@ -226,8 +336,9 @@ class Columns:
         self.slot_of = slot_of  # type: ignore[assignment]
         self.start = np.array(start, dtype=np.int64)
         self.size = np.array(size, dtype=np.uint32)
-        for chunk, end, token in zip(chunks, ends, tokens, strict=True):
-            self._add_chunk(chunk, end, token)
+        files = files if files is not None else [None] * len(chunks)
+        for chunk, end, token, file in zip(chunks, ends, tokens, files, strict=True):
+            self._add_chunk(chunk, end, token, file)
         self.used = sum(ends)
         self.garbage = garbage
 
@@ -237,6 +348,9 @@ class Columns:
             assert self.ids[slot] == room_id, f"ids: {room_id} at the wrong slot"
         n = len(self.chunks)
         assert len(self.views) == len(self.ends) == len(self.tokens) == n, "chunks: lists differ"
+        assert len(self.files) == n, "chunks: files miscounted"
+        for chunk, file in zip(self.chunks, self.files, strict=True):
+            assert file is None or isinstance(chunk, mmap.mmap), "chunks: a file, not mapped"
         assert len(set(self.tokens)) == n, "chunks: a token twice"
         for chunk, end in zip(self.chunks, self.ends, strict=True):
             assert 0 <= end <= len(chunk), "chunks: written past the end"

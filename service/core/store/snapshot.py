@@ -7,21 +7,30 @@ answer bytes (no copy: bytes once written never move). Nothing in an image is ch
 store afterwards, so :func:`save` may write it in a worker thread while events keep being
 applied.
 
-Files (every one listed with its size in the section :func:`save` returns):
+Files (every one listed with its size in the section :func:`save` returns). Most are named by
+their content, so that a later checkpoint hard-links an unchanged one from an earlier checkpoint
+(``reuse``) instead of writing it again, and writes only what changed:
 
-- ``<name>.bin`` for numpy arrays (slot columns ``start``/``size``, each order's ``code`` and
-  ``main``, the index arrays of the value columns below): raw bytes, dtype and length in the
-  section, read back with ``np.fromfile`` (writable: the store goes on changing them);
+- ``piece-<sha256>-<length>.bin``: a piece of PIECE_BYTES of a numpy array (slot columns
+  ``start``/``size``, each order's ``code`` and ``main``, the arrays of the value columns below),
+  or a JSON list of up to PIECE_VALUES values (``ids``, ``lows``, value columns). The section
+  lists each array's dtype, length and pieces (``arrays``) and each list's pieces (``values``);
+  an array is read back piece by piece into one writable array (the store goes on changing
+  it). Slots follow creation time and a new room takes the next slot, so most changes fall into
+  the last pieces; equal pieces (runs of NULL codes) are one file;
 - ``arena-<token>-<end>.bin``: the written bytes of each arena chunk, so every saved address
-  stays valid; named by the chunk's token and length, which fix its content, so that a later
-  checkpoint hard-links the file instead of writing it again;
-- ``bitmaps-<family>.bin`` + ``bitmaps-<family>.json``: pyroaring's portable serialization of
-  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``buffers``, and
-  ``merged``: each order's merged slots and block bitmaps), and the family's keys and ends;
-- ``values-<name>.json``: lists of strings and other JSON values (orjson; the rare values JSON
-  cannot hold exactly, such as non-finite floats, through the standard json module);
-- value columns (an order's ``vals``): the distinct values once (by order code: equal codes,
-  equal values), and per slot holding one an int32 index.
+  stays valid; named by the chunk's token and length, which fix its content. A chunk mapped from
+  a file (a checkpoint's, or one :meth:`~service.core.store.columns.Columns.spill` wrote) is
+  linked from that file first;
+- ``bitmaps-<family>.json``: the keys, ends and pieces of a family of bitmaps (``sets``, ``eq``,
+  ``buckets``, ``tris``, ``quads``, ``buffers``, and ``merged``: each order's merged slots and
+  block bitmaps, cut into pieces per order: only an order that merged since has new ones), the
+  pieces holding pyroaring's portable serializations one after another;
+- JSON lists are orjson, or for the rare values JSON cannot hold exactly (non-finite floats)
+  the standard json module;
+- value columns (an order's ``vals``): the slots holding one, and their values in slot order when
+  most are distinct (names), else the distinct values once (by order code: equal codes, equal
+  values) and per slot an int32 index.
 
 Derived parts are rebuilt on load rather than saved: ``slot_of`` from ``ids``, each order's
 ``mcode`` (``code[main]``, but for the stale slots' entries, whose old codes are saved). Buffers
@@ -37,10 +46,12 @@ Python work per distinct value or bitmap, never per room except C-level list bui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +60,7 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from service.core.store.columns import ArenaView, Chunk
+from service.core.store.columns import ArenaView, Chunk, map_chunk
 from service.core.store.keys import DICT_HI, NAN, NUM_MAX, rank_key
 
 if TYPE_CHECKING:
@@ -58,7 +69,10 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "FormatError", "Image", "capture", "load", "save"]
 
 #: The layout written by :func:`save`; :func:`load` reads only this one.
-VERSION = 1
+VERSION = 2
+#: Arrays are saved in pieces of this many bytes, lists of values in pieces of this many values.
+PIECE_BYTES = 1 << 20
+PIECE_VALUES = 1 << 16
 
 Array = np.ndarray[Any, Any]
 
@@ -186,62 +200,144 @@ def capture(store: RoomStore) -> Image:
 
 
 class _Writer:
-    """Files of one saved store: each written whole, fsynced, and listed with its size."""
+    """Files of one saved store: each written whole and listed with its size; :meth:`sync`
+    makes them durable at the end, all at once."""
 
     def __init__(self, directory: Path, reuse: Callable[[str], Path | None]) -> None:
         self.directory = directory
         self.reuse = reuse
         self.files: dict[str, int] = {}
-        self.arrays: dict[str, list[Any]] = {}  # name -> [dtype, length]
+        self.arrays: dict[str, list[Any]] = {}  # name -> [dtype, length, pieces]
+        self.lists: dict[str, list[str]] = {}  # name -> pieces of a list of values
         self.linked = 0
+        self.linked_names: set[str] = set()
+        self.unsynced: list[Path] = []  # written here, or linked from a file never fsynced
+        self.hashing = ThreadPoolExecutor(2, thread_name_prefix="checkpoint-hash")
 
     def write(self, name: str, parts: Iterable[bytes | memoryview]) -> None:
         path = self.directory / name
         with open(path, "wb") as out:
             for part in parts:
                 out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
         self.files[name] = path.stat().st_size
+        self.unsynced.append(path)
 
-    def link_or_write(self, name: str, part: memoryview) -> None:
-        """A file whose name says its content: linked from an earlier checkpoint if one has
-        it (no bytes written), else written."""
-        source = self.reuse(name)
-        if source is not None:
+    def link_or_write(self, name: str, part: memoryview, own: Path | None = None) -> None:
+        """A file whose name says its content: hard-linked from ``own`` (the file a mapped
+        chunk came from: fsynced with the rest, as a spilled chunk's file never was) or from an
+        earlier checkpoint that has it (durable already), else written."""
+        for source in (own, self.reuse(name)):
+            if source is None:
+                continue
             try:
                 os.link(source, self.directory / name)
             except OSError:
-                pass  # gone meanwhile, or no hard links on this volume: write it
-            else:
-                self.files[name] = len(part)
-                self.linked += len(part)
-                return
-        self.write(name, [part])
+                continue  # gone meanwhile, or no hard links on this volume
+            if source is own:
+                self.unsynced.append(self.directory / name)
+            self.files[name] = len(part)
+            self.linked += len(part)
+            self.linked_names.add(name)
+            return
+        self.write(name, _pieces(part))
+
+    def sync(self) -> None:
+        """fsync every file written (or linked from an unsynced one), several at a time: the
+        file system commits concurrent fsyncs together rather than one journal commit each."""
+        if not self.unsynced:
+            return
+        with ThreadPoolExecutor(min(8, len(self.unsynced))) as pool:
+            list(pool.map(_fsync_file, self.unsynced))
+
+    def piece(self, part: memoryview | bytes, name: str | None = None) -> str:
+        """A piece of an array or of a list of values, in a file named by its content (a hash
+        and the length; ``name`` when computed already): linked when an earlier checkpoint has
+        it, written else; once per checkpoint however often it occurs. Its file name."""
+        name = name or _piece_name(part)
+        if name not in self.files:
+            self.link_or_write(name, memoryview(part))
+        return name
 
     def array(self, name: str, array: Array) -> None:
-        """Raw little-endian bytes; dtype and length go in the manifest."""
+        """Raw little-endian bytes in pieces of PIECE_BYTES; dtype, length and the pieces go in
+        the manifest. A piece no change touched since the last checkpoint is linked. The pieces
+        are hashed two at a time (hashlib lets go of the GIL)."""
         array = np.ascontiguousarray(array)
-        self.write(f"{name}.bin", [array.data.cast("B")])
-        self.arrays[name] = [array.dtype.str, len(array)]
+        raw = array.data.cast("B") if array.size else memoryview(b"")
+        parts = [raw[at : at + PIECE_BYTES] for at in range(0, len(raw), PIECE_BYTES)]
+        names = self.hashing.map(_piece_name, parts) if len(parts) > 1 else map(_piece_name, parts)
+        pieces = [self.piece(part, n) for part, n in zip(parts, names, strict=True)]
+        self.arrays[name] = [array.dtype.str, len(array), pieces]
 
     def values(self, name: str, values: list[Any]) -> None:
-        """A list of JSON values (strings, None, numbers, lists, dicts)."""
-        self.write(f"values-{name}.json", [_dump_values(values)])
+        """A list of JSON values (strings, None, numbers, lists, dicts), in pieces of
+        PIECE_VALUES values each (JSON lists), listed in the manifest's ``values``."""
+        self.lists[name] = [
+            self.piece(_dump_values(values[at : at + PIECE_VALUES]))
+            for at in range(0, len(values), PIECE_VALUES)
+        ]
 
-    def bitmaps(self, family: str, keys: list[Any], blobs: list[bytes]) -> None:
+    def bitmaps(
+        self,
+        family: str,
+        keys: list[Any],
+        blobs: list[bytes],
+        group: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """A family's serialized bitmaps, concatenated, in pieces cut between bitmaps (past
+        PIECE_BYTES, and wherever ``group(key)`` changes, so that an unchanged group's pieces
+        are linked from the last checkpoint); keys, ends and pieces in an index file."""
         ends = np.cumsum([len(b) for b in blobs], dtype=np.int64).tolist() if blobs else []
-        self.write(f"bitmaps-{family}.bin", blobs)
-        self.write(f"bitmaps-{family}.json", [orjson.dumps({"keys": keys, "ends": ends})])
+        pieces: list[str] = []
+        run: list[bytes] = []
+        size = 0
+        last = object()
+        for key, blob in zip(keys, blobs, strict=True):
+            mark = group(key) if group is not None else None
+            if run and (size >= PIECE_BYTES or mark != last):
+                pieces.append(self.piece(b"".join(run)))
+                run, size = [], 0
+            run.append(blob)
+            size += len(blob)
+            last = mark
+        if run:
+            pieces.append(self.piece(b"".join(run)))
+        index = {"keys": keys, "ends": ends, "pieces": pieces}
+        self.write(f"bitmaps-{family}.json", [orjson.dumps(index)])
 
     def column(self, name: str, slots: Array, codes: Array, value: Callable[[int], Any]) -> None:
-        """The values of ``slots`` (``value(slot)``, their codes ``codes``): each distinct value
-        once (values of equal order code are equal: one stands for all), an index per slot."""
-        _, first, index = np.unique(codes, return_index=True, return_inverse=True)
-        distinct = list(map(value, slots[first].tolist()))
-        self.values(name, distinct)
+        """The values of ``slots`` (``value(slot)``, their codes ``codes``). Mostly distinct
+        values (judged from a sample) go in slot order; else each distinct value once (values
+        of equal order code are equal: one stands for all) in the order of the first slot
+        holding it, and per slot an int32 index. Either way a new room's value lands in the
+        last pieces, so the others are linked from the last checkpoint."""
         self.array(f"{name}-slots", slots.astype(np.uint32))
-        self.array(f"{name}-index", index.astype(np.int32))
+        sample = codes[:: max(1, len(codes) // 4096)]
+        if 2 * len(np.unique(sample)) > len(sample):
+            self.values(name, list(map(value, slots.tolist())))
+            return
+        _, first, index = np.unique(codes, return_index=True, return_inverse=True)
+        by_first = np.argsort(first)  # distinct values by first slot holding them
+        rank = np.empty_like(by_first)
+        rank[by_first] = np.arange(len(by_first))
+        self.values(name, list(map(value, slots[first[by_first]].tolist())))
+        self.array(f"{name}-index", rank[index.ravel()].astype(np.int32))
+
+
+def _piece_name(part: memoryview | bytes) -> str:
+    return f"piece-{hashlib.sha256(part).hexdigest()[:40]}-{len(part)}.bin"
+
+
+def _pieces(part: memoryview, size: int = 1 << 24) -> Iterable[memoryview]:
+    return (part[at : at + size] for at in range(0, len(part), size))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _dump_values(values: list[Any]) -> bytes:
@@ -254,6 +350,14 @@ def _dump_values(values: list[Any]) -> bytes:
 def _dictionary_coded(code: Array) -> Array:
     """Which codes are dictionary codes (the slot's value is in ``vals``)."""
     return ((code > NAN) & (code < -NUM_MAX)) | ((code > NUM_MAX) & (code < DICT_HI))
+
+
+def _objects(values: list[Any]) -> Array:
+    """``values`` as a 1-d object array (lists stay list objects, never unpacked)."""
+    table = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        table[i] = value
+    return table
 
 
 def _never(name: str) -> Path | None:
@@ -269,15 +373,24 @@ def save(
     Arena chunks go to files named by chunk token and length (``arena-<token>-<end>.bin``):
     ``reuse(name)`` may give an earlier checkpoint's file of that name, which is hard-linked
     instead of written again (the bulk of the bytes, unchanged since). Every file written is
-    fsynced; the caller fsyncs the directory and renames it into place."""
+    fsynced (at the end, together); the caller fsyncs the directory and renames it into place."""
     out = _Writer(directory, reuse)
+    try:
+        return _save(image, out)
+    finally:
+        out.hashing.shutdown()
+
+
+def _save(image: Image, out: _Writer) -> dict[str, Any]:
     arena = image.arena
     chunks = []
-    for part, end, token, chunk in zip(
-        arena.parts(), arena.ends, arena.tokens, arena.chunks, strict=True
+    for part, end, token, chunk, own in zip(
+        arena.parts(), arena.ends, arena.tokens, arena.chunks, arena.files, strict=True
     ):
         name = f"arena-{token}-{end}.bin"
-        out.link_or_write(name, part)
+        out.link_or_write(name, part, own)
+        if isinstance(chunk, mmap.mmap) and name not in out.linked_names:
+            chunk.madvise(mmap.MADV_DONTNEED)  # written from the map: drop the pages it read
         chunks.append({"file": name, "token": token, "capacity": len(chunk), "end": end})
     out.array("start", image.start)
     out.array("size", image.size)
@@ -291,6 +404,7 @@ def save(
             for order in image.orders
             for i, bm in enumerate([order.merged, *order.blocks])
         ),
+        group=lambda key: key[0],  # an order's bitmaps change only when it merges
     )
     lows = image.lows
     out.array("lows-slots", np.fromiter(lows.keys(), np.uint32, len(lows)))
@@ -318,6 +432,7 @@ def save(
         out.array(f"order-{i}-shadow-slots", np.fromiter(shadow, np.uint32, len(shadow)))
         out.values(f"order-{i}-shadow", list(shadow.values()))
         orders.append({"name": order.name, "vals": kind})
+    out.sync()
     return {
         "version": VERSION,
         "rooms": image.rooms,
@@ -328,6 +443,7 @@ def save(
         "chunks": chunks,
         "orders": orders,
         "arrays": out.arrays,
+        "values": out.lists,
         "files": out.files,
         "linked_bytes": out.linked,
     }
@@ -340,10 +456,16 @@ class _Reader:
     def __init__(self, directory: Path, section: dict[str, Any]) -> None:
         self.directory = directory
         files, arrays = section.get("files"), section.get("arrays")
-        if not isinstance(files, dict) or not isinstance(arrays, dict):
+        lists = section.get("values")
+        if (
+            not isinstance(files, dict)
+            or not isinstance(arrays, dict)
+            or not isinstance(lists, dict)
+        ):
             raise FormatError("no file list")
         self.files: dict[str, int] = files
         self.arrays: dict[str, list[Any]] = arrays
+        self.lists: dict[str, list[str]] = lists
         for name, size in files.items():
             try:
                 found = (directory / name).stat().st_size
@@ -361,29 +483,47 @@ class _Reader:
         return self.path(name).read_bytes()
 
     def array(self, name: str, dtype: Any) -> Array:
-        """A writable array (the store may change it)."""
-        saved, length = self.arrays[name]
+        """A writable array (the store may change it), read from its pieces in place."""
+        if name not in self.arrays:
+            raise FormatError(f"{name}: not in the manifest")
+        saved, length, pieces = self.arrays[name]
         if np.dtype(saved) != np.dtype(dtype):
             raise FormatError(f"{name}: {saved}, not {np.dtype(dtype).str}")
-        array: Array = np.fromfile(self.path(f"{name}.bin"), dtype=np.dtype(saved))
-        if len(array) != length:
-            raise FormatError(f"{name}.bin: {len(array)} entries, the manifest says {length}")
+        array: Array = np.empty(length, dtype=np.dtype(saved))
+        raw = array.data.cast("B") if array.size else memoryview(bytearray())
+        at = 0
+        for piece in pieces:
+            size = self.files.get(piece, -1)
+            if size < 0 or at + size > len(raw):
+                raise FormatError(f"{name}: pieces longer than {length} entries")
+            with open(self.path(piece), "rb", buffering=0) as f:
+                got = f.readinto(raw[at : at + size])
+            if got != size:
+                raise FormatError(f"{piece}: short")
+            at += size
+        if at != len(raw):
+            raise FormatError(f"{name}: {at} bytes in pieces, {len(raw)} expected")
         return array
 
     def values(self, name: str) -> list[Any]:
-        raw = self.read_bytes(f"values-{name}.json")
-        try:
-            values = orjson.loads(raw)
-        except orjson.JSONDecodeError:  # written by the json module (non-finite floats)
-            values = json.loads(raw)
-        if not isinstance(values, list):
-            raise FormatError(f"values-{name}.json: not a list")
-        return values
+        if name not in self.lists:
+            raise FormatError(f"{name}: not in the manifest")
+        out: list[Any] = []
+        for piece in self.lists[name]:
+            raw = self.read_bytes(piece)
+            try:
+                values = orjson.loads(raw)
+            except orjson.JSONDecodeError:  # written by the json module (non-finite floats)
+                values = json.loads(raw)
+            if not isinstance(values, list):
+                raise FormatError(f"{piece}: not a list")
+            out += values
+        return out
 
     def bitmaps(self, family: str) -> list[tuple[Any, BitMap]]:
         index = orjson.loads(self.read_bytes(f"bitmaps-{family}.json"))
-        blob = memoryview(self.read_bytes(f"bitmaps-{family}.bin"))
-        keys, ends = index["keys"], index["ends"]
+        keys, ends, pieces = index["keys"], index["ends"], index["pieces"]
+        blob = memoryview(b"".join(map(self.read_bytes, pieces)))
         if len(keys) != len(ends) or (ends and ends[-1] != len(blob)):
             raise FormatError(f"bitmaps-{family}: index and blob disagree")
         deserialize = BitMap.deserialize
@@ -395,24 +535,34 @@ class _Reader:
 
     def column(self, name: str) -> tuple[Array, Array]:
         """(slots, their values as an object array)."""
-        distinct = self.values(name)
         slots = self.array(f"{name}-slots", np.uint32)
+        saved = self.values(name)
+        if list in set(map(type, saved)):
+            table = _objects(saved)  # (assigning the list would unpack the lists in it)
+        else:
+            table = np.empty(len(saved), dtype=object)
+            table[:] = saved
+        if f"{name}-index" not in self.arrays:  # in slot order
+            if len(saved) != len(slots):
+                raise FormatError(f"{name}: {len(saved)} values for {len(slots)} slots")
+            return slots, table
         index = self.array(f"{name}-index", np.int32)
         if len(index) != len(slots):
             raise FormatError(f"{name}: {len(index)} values for {len(slots)} slots")
-        if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(distinct)):
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(saved)):
             raise FormatError(f"{name}: index out of range")
-        table = np.empty(len(distinct), dtype=object)
-        for i, value in enumerate(distinct):  # (np.array would unpack lists)
-            table[i] = value
         return slots, table[index]
 
-    def arena(self, chunks: list[dict[str, Any]]) -> tuple[list[Chunk], list[int]]:
+    def arena(
+        self, chunks: list[dict[str, Any]]
+    ) -> tuple[list[Chunk], list[int], list[Path | None]]:
         out: list[Chunk] = []
         ends: list[int] = []
+        files: list[Path | None] = []
         for i, chunk in enumerate(chunks):
             capacity, end = int(chunk["capacity"]), int(chunk["end"])
             path = self.path(chunk["file"])
+            mapped = None
             if i == len(chunks) - 1 and capacity > end:  # the chunk appends go on into
                 data: Chunk = bytearray(capacity)
                 with open(path, "rb") as f:
@@ -420,12 +570,14 @@ class _Reader:
             else:  # never written again: mapped, read from the file only as answers need it
                 with open(path, "rb") as f:
                     got = os.fstat(f.fileno()).st_size
-                    data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if got else b""
+                    data = map_chunk(f.fileno()) if got else b""
+                mapped = path if got else None
             if got != end:
                 raise FormatError(f"{chunk['file']}: {got} bytes, not {end}")
             out.append(data)
             ends.append(end)
-        return out, ends
+            files.append(mapped)
+        return out, ends, files
 
 
 def load(
@@ -464,9 +616,9 @@ def _load(
     size = read.array("size", np.uint32)
     if not len(ids) == len(start) == len(size) == n:
         raise FormatError("ids, start and size differ in length")
-    chunks, ends = read.arena(section["chunks"])
+    chunks, ends, files = read.arena(section["chunks"])
     tokens = [c["token"] for c in section["chunks"]]
-    store.columns.restore(ids, start, size, chunks, ends, tokens, int(section["garbage"]))
+    store.columns.restore(ids, start, size, chunks, ends, tokens, int(section["garbage"]), files)
     if len(store.columns.slot_of) != section["rooms"]:
         raise FormatError("ids: rooms miscounted")
     sets = dict(read.bitmaps("sets"))
