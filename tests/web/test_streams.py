@@ -445,3 +445,30 @@ async def test_a_client_that_does_not_read_is_dropped(make_server: MakeServer) -
     finally:
         raw.close()
     assert (await server.client.get(SALES, headers=headers(MANAGER))).status == 200
+
+
+async def test_a_stream_asked_with_a_json_body_outlives_the_body_deadline(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(keepalive=1.0, body_timeout=0.3)
+    resp = await server.session.get(
+        server.client.make_url(ROOMS),
+        headers={**headers(MANAGER), **SSE},
+        json={"queue": "sales", "count": 100},
+    )
+    server.opened.append(resp)
+    assert resp.status == 200
+    events = Events(resp)
+    etag, body = await server.get()
+    assert await events.next() == {"id": etag.strip('"'), "event": "rooms", "data": body.decode()}
+    # a keep-alive a second later: the stream outlived the 0.3 s deadline of its body
+    assert await events.next() == {"comment": "keep-alive"}
+
+
+async def test_head_with_accept_event_stream_is_a_plain_head(make_server: MakeServer) -> None:
+    server = await make_server()
+    etag, _ = await server.get()
+    resp = await server.client.head(SALES, headers={**headers(MANAGER), **SSE})
+    assert resp.status == 200
+    assert resp.headers["ETag"] == etag
+    assert await server.metric("voip_rooms_streams") == 0
