@@ -15,8 +15,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from service.core.ejson import decode
+from service.core.store import RoomStore
+from service.feed.snapshot import LoadResult
 from service.settings import Settings
-from service.web.app import create_app
+from service.web.app import REPLICA, create_app
 from service.web.server import SERVER_LIMITS
 from tests.conftest import (
     AGENT,
@@ -472,3 +475,29 @@ async def test_head_with_accept_event_stream_is_a_plain_head(make_server: MakeSe
     assert resp.status == 200
     assert resp.headers["ETag"] == etag
     assert await server.metric("voip_rooms_streams") == 0
+
+
+async def test_a_state_swapped_in_whole_reaches_the_streams(make_server: MakeServer) -> None:
+    server = await make_server()
+    events = await server.open()
+    first = orjson.loads((await events.next())["data"])
+    app = server.client.app
+    assert app is not None
+    replica = app[REPLICA]
+    store = RoomStore()
+    for room in [*standard_rooms(), sale("from-the-new-snapshot")]:
+        if room.get("t") == "v":
+            store.upsert(decode(room))
+    result = LoadResult(
+        position=replica.position,
+        rooms=len(store),
+        skipped_rooms=0,
+        users=0,
+        permissions=0,
+        seconds=0,
+    )
+    replica._publish(replica.snapshot or Path(), (store, replica.users, result), None)
+    event = orjson.loads((await events.next())["data"])
+    assert event["total"] == first["total"] + 1
+    await server.room(sale("after-the-swap"))  # the new store's changes reach the stream
+    assert orjson.loads((await events.next())["data"])["total"] == first["total"] + 2
