@@ -38,7 +38,7 @@ _REPLICA_TASK = web.AppKey("replica_task", asyncio.Task[None])
 
 _SLASHES = re.compile(r"/{2,}")
 _UNMATCHED = "unmatched"  # the route label of requests no route took
-CORS_HEADERS = "X-User-Id, X-Auth-Token, Content-Type, If-None-Match"
+CORS_HEADERS = "X-User-Id, X-Auth-Token, Content-Type, If-None-Match, Last-Event-ID"
 CORS_EXPOSE = (
     "ETag, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, "
     "X-Replica-Stale"

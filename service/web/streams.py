@@ -179,6 +179,7 @@ class Hub:
         self.topics: dict[bytes, Topic] = {}
         self.streams: set[Stream] = set()
         self.closing = False
+        self._opening = 0
         self._dirty: set[bytes] = set()
         self._flush_handle: asyncio.Handle | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -199,7 +200,7 @@ class Hub:
         extra_headers: dict[str, str] | None,
     ) -> web.StreamResponse:
         """Serve a stream until it ends (client gone, login ended, too slow, shutdown)."""
-        if self.closing or len(self.streams) >= self.max_streams:
+        if self.closing or len(self.streams) + self._opening >= self.max_streams:
             return status_error(503, TOO_MANY, {"Retry-After": "5"})
         deadline = request.get(BODY_DEADLINE)
         if deadline is not None:
@@ -207,7 +208,8 @@ class Hub:
         loop = self._loop = asyncio.get_running_loop()
         if self._users is None:
             self._seen(self.replica.users)
-        answer = self.answers.get(parsed)
+        users = self.replica.users
+        checked = (users, users.version)  # what the login was proven against
         response = EventStream(
             headers={
                 hdrs.CONTENT_TYPE: EVENT_STREAM,
@@ -221,10 +223,16 @@ class Hub:
             response.enable_chunked_encoding()
         if self.prepare_headers is not None:
             self.prepare_headers(request, response)
-        await response.prepare(request)
+        self._opening += 1  # counted against the limit while its headers are sent
+        try:
+            await response.prepare(request)
+        finally:
+            self._opening -= 1
         transport = request.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.closing:
             return response
+        # The answer taken and the topic joined with no await in between: no change is missed.
+        answer = self.answers.get(parsed)
         ident = parsed.ident
         topic = self.topics.get(ident)
         if topic is None:
@@ -240,6 +248,11 @@ class Hub:
         self.counts.streams += 1
         self._release_slots()
         try:
+            users = self.replica.users
+            if (users, users.version) != checked and not self._recheck(
+                stream, users, self.now_ms()
+            ):
+                return response  # users changed while the headers were sent: it ended
             if request.headers.get("Last-Event-ID") == topic.etag[1:-1]:
                 stream.sent = topic.etag  # the client has it: a quiet start
                 stream.last_write = loop.time()
@@ -332,12 +345,11 @@ class Hub:
             topic = self.topics.get(ident)
             if topic is None:
                 continue
-            before = topic.etag
             topic.update(self.answers.get(topic.parsed))
-            if topic.etag == before:
-                continue  # the change did not change this answer: nothing to send
+            etag = topic.etag
             for stream in list(topic.streams):
-                self._offer(stream)
+                if stream.sent != etag:  # an unchanged answer sends nothing
+                    self._offer(stream)
 
     def _offer(self, stream: Stream) -> None:
         """The topic has a new answer: send it now, or at the end of the stream's interval."""

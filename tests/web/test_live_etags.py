@@ -8,9 +8,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.core.ejson import decode as decode_room
+from service.core.query import Parsed, RoomQuery
+from service.core.store import RoomStore
+from service.core.users import Directory
+from service.feed.replica import Replica
+from service.feed.snapshot import LoadResult
+from service.web.answers import Answers
+from service.web.metrics import LiveCounts
 from tests.conftest import MANAGER, headers, standard_rooms, standard_users
 from tests.factories import make_room, write_snapshot
 from tests.web.support import Feed, eventually
@@ -124,3 +133,19 @@ async def test_the_cache_keeps_the_most_recently_used(
     assert await cache_count(client, "miss") == misses
     await client.get(ROOMS + "?count=2", headers=headers(MANAGER))
     assert await cache_count(client, "miss") == misses + 1
+
+
+def test_a_state_swapped_in_whole_drops_every_answer_and_is_followed(tmp_path: Path) -> None:
+    replica = Replica(tmp_path)
+    answers = Answers(replica, 16, LiveCounts())
+    replica.store.upsert(decode_room(make_room("a", queue="sales")))
+    sales = Parsed.of(RoomQuery(queue="sales"))
+    assert orjson.loads(answers.get(sales).body)["total"] == 1
+    store = RoomStore()
+    for room_id in ("a", "b"):
+        store.upsert(decode_room(make_room(room_id, queue="sales")))
+    result = LoadResult(position=9, rooms=2, skipped_rooms=0, users=0, permissions=0, seconds=0)
+    replica._publish(tmp_path, (store, Directory(), result), None)
+    assert orjson.loads(answers.get(sales).body)["total"] == 2
+    store.upsert(decode_room(make_room("c", queue="sales")))  # the new store is watched
+    assert orjson.loads(answers.get(sales).body)["total"] == 3

@@ -15,8 +15,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from service.core.ejson import decode
+from service.core.store import RoomStore
+from service.feed.snapshot import LoadResult
 from service.settings import Settings
-from service.web.app import create_app
+from service.web.app import REPLICA, create_app
 from service.web.server import SERVER_LIMITS
 from tests.conftest import (
     AGENT,
@@ -445,3 +448,56 @@ async def test_a_client_that_does_not_read_is_dropped(make_server: MakeServer) -
     finally:
         raw.close()
     assert (await server.client.get(SALES, headers=headers(MANAGER))).status == 200
+
+
+async def test_a_stream_asked_with_a_json_body_outlives_the_body_deadline(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(keepalive=1.0, body_timeout=0.3)
+    resp = await server.session.get(
+        server.client.make_url(ROOMS),
+        headers={**headers(MANAGER), **SSE},
+        json={"queue": "sales", "count": 100},
+    )
+    server.opened.append(resp)
+    assert resp.status == 200
+    events = Events(resp)
+    etag, body = await server.get()
+    assert await events.next() == {"id": etag.strip('"'), "event": "rooms", "data": body.decode()}
+    # a keep-alive a second later: the stream outlived the 0.3 s deadline of its body
+    assert await events.next() == {"comment": "keep-alive"}
+
+
+async def test_head_with_accept_event_stream_is_a_plain_head(make_server: MakeServer) -> None:
+    server = await make_server()
+    etag, _ = await server.get()
+    resp = await server.client.head(SALES, headers={**headers(MANAGER), **SSE})
+    assert resp.status == 200
+    assert resp.headers["ETag"] == etag
+    assert await server.metric("voip_rooms_streams") == 0
+
+
+async def test_a_state_swapped_in_whole_reaches_the_streams(make_server: MakeServer) -> None:
+    server = await make_server()
+    events = await server.open()
+    first = orjson.loads((await events.next())["data"])
+    app = server.client.app
+    assert app is not None
+    replica = app[REPLICA]
+    store = RoomStore()
+    for room in [*standard_rooms(), sale("from-the-new-snapshot")]:
+        if room.get("t") == "v":
+            store.upsert(decode(room))
+    result = LoadResult(
+        position=replica.position,
+        rooms=len(store),
+        skipped_rooms=0,
+        users=0,
+        permissions=0,
+        seconds=0,
+    )
+    replica._publish(replica.snapshot or Path(), (store, replica.users, result), None)
+    event = orjson.loads((await events.next())["data"])
+    assert event["total"] == first["total"] + 1
+    await server.room(sale("after-the-swap"))  # the new store's changes reach the stream
+    assert orjson.loads((await events.next())["data"])["total"] == first["total"] + 2
