@@ -605,14 +605,20 @@ class Replica:
             return None
         async with self._checkpoint_lock:
             position = self.position
+            # Taken with the view: a write of the state before a healed gap, still running when
+            # the gap healed, must neither drop checkpoints for the new state nor remove the
+            # new state's answer-bytes file before a checkpoint of that state links it.
+            supersede, spilled = self._supersede, self._spilled
             try:
                 existing = find_checkpoint(self.checkpoint_dir)
-                if existing is not None and existing[0] == position:
-                    # nothing new since that checkpoint (ours, or one another replica wrote)
+                if existing is not None and existing[0] == position and not supersede:
+                    # nothing new since that checkpoint (ours, or one another replica wrote);
+                    # after a healed gap one at this position is of the feed before the gap
                     self.checkpoint_position = position
                     self.last_checkpoint = existing[1]
                     return existing[1]
                 view = capture(self.store, self.users, position)
+                self._supersede, self._spilled = False, []
                 self._since_checkpoint = 0
                 # Shielded: a cancelled caller (stop() ends the periodic task) leaves the write
                 # to finish, and stop() waits for it before its own.
@@ -623,20 +629,20 @@ class Replica:
                 del view  # its copies, then what glibc kept of them, back to the system
                 if not self.stopping:
                     await asyncio.to_thread(release_free_memory)
-                if self._supersede:
-                    self._supersede = False
+                if supersede:
                     await asyncio.to_thread(_drop_above, self.checkpoint_dir, position)
-            except OSError as exc:
+            except Exception as exc:
                 self.checkpoint_failures += 1
-                log.error("checkpoint at position %d failed: %s", position, exc)
-                return None
-            except Exception:
-                self.checkpoint_failures += 1
-                log.exception("checkpoint at position %d failed", position)
+                if self._spilled is not spilled:  # taken with the view: the next one retries
+                    self._supersede = self._supersede or supersede
+                    self._spilled = spilled + self._spilled
+                if isinstance(exc, OSError):
+                    log.error("checkpoint at position %d failed: %s", position, exc)
+                else:
+                    log.exception("checkpoint at position %d failed", position)
                 return None
             self.checkpoint_position = position
             self.last_checkpoint = path
-            spilled, self._spilled = self._spilled, []
             for directory in spilled:  # linked into the checkpoint now (or written)
                 shutil.rmtree(directory, ignore_errors=True)
             return path
