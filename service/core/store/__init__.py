@@ -7,7 +7,7 @@ Layout (one module a responsibility):
 - ``codes``: codes for strings and other dictionary-coded values;
 - ``orders``: per sortable field, codes per slot, the merged order and the buffer of changes;
 - ``postings``: equality, ``open`` and date-bucket bitmaps;
-- ``names``: the ``roomName`` n-gram index;
+- ``names``: the ``roomName`` n-gram index (``grams``: its bulk build in numpy);
 - ``plan``: a query -> its matching slots; ``page``: matches -> a sorted page;
 - ``bulk``: the bulk build; ``check``: every invariant against a brute-force rebuild.
 
@@ -179,12 +179,13 @@ class RoomStore:
                 return False
             old = orjson.loads(before)
             self.postings.update(slot, old, room)
-            if value_at(old, ("name",)) != room.get("name"):
-                self.names.discard(slot)
+            old_name = value_at(old, ("name",))
+            if old_name != room.get("name"):
+                self.names.discard(slot, old_name)
             fresh = False
         if fresh:
             self.postings.add(slot, room)
-        if slot not in self.names.lows:
+        if slot not in self.names.named:
             self.names.add(slot, room.get("name"))
         post = self.postings
         for field, parts, order, dated in self._fields:
@@ -207,8 +208,9 @@ class RoomStore:
         if slot is None:
             return False
         before = columns.doc(slot)
-        self.postings.discard(slot, orjson.loads(before))
-        self.names.discard(slot)
+        old = orjson.loads(before)
+        self.postings.discard(slot, old)
+        self.names.discard(slot, value_at(old, ("name",)))
         for field, _, order, dated in self._fields:
             if dated:
                 self.postings.move_date(field, slot, int(order.code[slot]), NULL)

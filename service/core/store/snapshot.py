@@ -16,8 +16,9 @@ Files (every one listed with its size in the section :func:`save` returns):
   stays valid; named by the chunk's token and length, which fix its content, so that a later
   checkpoint hard-links the file instead of writing it again;
 - ``bitmaps-<family>.bin`` + ``bitmaps-<family>.json``: pyroaring's portable serialization of
-  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``buffers``, and
-  ``merged``: each order's merged slots and block bitmaps), and the family's keys and ends;
+  each bitmap of a family (``sets``, ``eq``, ``buckets``, ``tris``, ``quads``, ``reps``,
+  ``buffers``, and ``merged``: each order's merged slots and block bitmaps), and the family's
+  keys and ends;
 - ``values-<name>.json``: lists of strings and other JSON values (orjson; the rare values JSON
   cannot hold exactly, such as non-finite floats, through the standard json module);
 - value columns (an order's ``vals``): the distinct values once (by order code: equal codes,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "FormatError", "Image", "capture", "load", "save"]
 
 #: The layout written by :func:`save`; :func:`load` reads only this one.
-VERSION = 1
+VERSION = 2
 
 Array = np.ndarray[Any, Any]
 
@@ -101,7 +102,7 @@ class Image:
     arena: ArenaView
     garbage: int
     bitmaps: dict[str, Family]
-    lows: dict[int, str]
+    texts: dict[int, str]  # the name index's kept lower-cased names
     orders: list[OrderImage]
     block: int
 
@@ -139,6 +140,7 @@ def capture(store: RoomStore) -> Image:
         ),
         "tris": _family(names.tris.items()),
         "quads": _family(names.quads.items()),
+        "reps": _family(names.reps.items()),
         "buffers": _family(
             ((name, part), bm)
             for name, order in store.orders.items()
@@ -176,7 +178,7 @@ def capture(store: RoomStore) -> Image:
         arena=columns.view(),
         garbage=columns.garbage,
         bitmaps=bitmaps,
-        lows=names.lows.copy(),
+        texts=names.texts.copy(),
         orders=orders,
         block=store.block,
     )
@@ -292,9 +294,9 @@ def save(
             for i, bm in enumerate([order.merged, *order.blocks])
         ),
     )
-    lows = image.lows
-    out.array("lows-slots", np.fromiter(lows.keys(), np.uint32, len(lows)))
-    out.values("lows", list(lows.values()))
+    texts = image.texts
+    out.array("texts-slots", np.fromiter(texts.keys(), np.uint32, len(texts)))
+    out.values("texts", list(texts.values()))
     orders = []
     for i, order in enumerate(image.orders):
         out.array(f"order-{i}-code", order.code)
@@ -480,8 +482,9 @@ def _load(
         post.buckets[field][level][k] = bm
     names.tris = dict(read.bitmaps("tris"))
     names.quads = dict(read.bitmaps("quads"))
-    lows = read.values("lows")
-    names.lows = dict(zip(read.array("lows-slots", np.uint32).tolist(), lows, strict=True))
+    names.reps = dict(read.bitmaps("reps"))
+    texts = read.values("texts")
+    names.texts = dict(zip(read.array("texts-slots", np.uint32).tolist(), texts, strict=True))
     buffers = {tuple(k): bm for k, bm in read.bitmaps("buffers")}
     merged: dict[str, list[BitMap]] = {}
     for (name, _), bm in read.bitmaps("merged"):
