@@ -7,7 +7,7 @@ Layout (one module a responsibility):
 - ``codes``: codes for strings and other dictionary-coded values;
 - ``orders``: per sortable field, codes per slot, the merged order and the buffer of changes;
 - ``postings``: equality, ``open`` and date-bucket bitmaps;
-- ``names``: the ``roomName`` n-gram index;
+- ``names``: the ``roomName`` n-gram index (``grams``: its bulk build in numpy);
 - ``plan``: a query -> its matching slots; ``page``: matches -> a sorted page;
 - ``bulk``: the bulk build; ``check``: every invariant against a brute-force rebuild.
 
@@ -196,9 +196,10 @@ class RoomStore:
             old = orjson.loads(before)
             post.update(slot, old, room)
             name = room.get("name")
-            if old.get("name") != name:
-                self.names.discard(slot)
-            if slot not in self.names.lows:
+            old_name = old.get("name")
+            if old_name != name:
+                self.names.discard(slot, old_name)
+            if slot not in self.names.named:
                 self.names.add(slot, name)
             for field, top, sub, order, dated in self._paths:
                 value = room.get(top)
@@ -238,8 +239,9 @@ class RoomStore:
         if slot is None:
             return False
         before = columns.doc(slot)
-        self.postings.discard(slot, orjson.loads(before))
-        self.names.discard(slot)
+        old = orjson.loads(before)
+        self.postings.discard(slot, old)
+        self.names.discard(slot, old.get("name"))
         for field, _, order, dated in self._fields:
             if dated:
                 self.postings.move_date(field, slot, int(order.code[slot]), NULL)

@@ -242,6 +242,7 @@ class SortOrder:
         self.stale = BitMap()
         self.shadow = {}
         self.coder.clear_recent()
+        self.runs()  # O(n) here, with the merge, rather than in the next query
 
     #: A field with at most this many distinct codes gets a run index (see runs()).
     FEW_RUNS = 64

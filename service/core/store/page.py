@@ -2,8 +2,9 @@
 
 Two ways, chosen per query by a cost estimate (or forced, for tests):
 
-- *gather*: the matches' codes gathered with numpy, the first ``offset + count`` selected by a
-  partition (never a full sort of the matches), then ordered by every sort key and ``_id``;
+- *gather*: the first sort key's codes of the matches gathered with numpy, the window
+  [offset, offset + count) selected by one partition (never a full sort of the matches), and
+  only the window (and runs tied at its bounds, by the next keys) ordered;
 - *walk*: the first sort field's merged order, block by block, skipping whole blocks by
   counting their matches, extracting only the blocks that hold the window, merged with the
   buffered (pending) slots that match.
@@ -34,11 +35,14 @@ Slots = np.ndarray[Any, np.dtype[np.uint32]]
 Keys = tuple[tuple[str, int], ...]
 _EMPTY: Slots = np.empty(0, dtype=np.uint32)
 #: Cost estimate (µs): gathering m matches; walking, per block counted and per slot extracted.
-_GATHER_PER_MATCH = 0.02
-_WALK_PER_BLOCK = 3.0
-_WALK_PER_SLOT = 0.03
+#: (Fitted at 1,000,000 rooms on the benchmark's query classes.)
+_GATHER_PER_MATCH = 0.012
+_WALK_BASE = 75.0
+_WALK_PER_BLOCK = 2.5
+_WALK_PER_SLOT = 0.005
 _RUN_COUNT = 20.0  # a run's matches counted
 _RUN_PAGE = 200.0  # the sub-page of the runs holding the page
+_SAMPLES = 32  # matches placed in the order to estimate a walk
 
 
 def _slots(bm: BitMap) -> Slots:
@@ -50,44 +54,56 @@ def _signed(order: SortOrder, direction: int, slots: Slots) -> np.ndarray[Any, A
     return codes if direction > 0 else ~codes  # ~c = -c - 1: reverses order, no overflow
 
 
-def _key_columns(store: RoomStore, keys: Keys, slots: Slots) -> list[np.ndarray[Any, Any]]:
-    """Each sort key's signed codes for ``slots``, then the _id codes (ties)."""
-    cols = [_signed(store.orders[f], d, slots) for f, d in keys]
-    cols.append(store.orders["_id"].code[slots])
-    return cols
+def _lexsorted(store: RoomStore, slots: Slots, keys: Keys) -> Slots:
+    """``slots`` fully ordered by ``keys`` (the last key orders ties no more)."""
+    if len(slots) < 2 or not keys:
+        return slots
+    cols = [_signed(store.orders[f], d, slots) for f, d in reversed(keys)]
+    return slots[np.lexsort(cols)]
 
 
-def _select(cols: list[np.ndarray[Any, Any]], reach: int) -> np.ndarray[Any, Any]:
-    """Indexes of the ``reach`` smallest rows by the key columns (lexicographic), in any order.
+def _window(store: RoomStore, slots: Slots, keys: Keys, skip: int, reach: int) -> Slots:
+    """The slots of ranks [skip, reach) of ``slots`` ordered by ``keys``, in order.
 
-    A partition on the first column; when the run of rows tied at the boundary is large, the
-    rows needed from it are selected the same way by the next column. O(rows) per level."""
-    first = cols[0]
-    rows = len(first)
-    if rows <= 2 * reach + 64:
-        return np.arange(rows)
-    bound = np.partition(first, reach - 1)[reach - 1]
-    below = np.flatnonzero(first < bound)
-    tied = np.flatnonzero(first == bound)
-    wanted = reach - len(below)
-    if len(cols) > 1 and len(tied) > 2 * wanted + 64:
-        picked = _select([c[tied] for c in cols[1:]], wanted)
-        tied = tied[picked]
-    return np.concatenate([below, tied])
+    One ``np.partition`` of the first key's codes finds the codes at ranks skip and reach - 1;
+    the slots strictly between them are the middle of the window (ordered, at most
+    reach - skip of them), and the runs tied at either bound are windowed the same way by the
+    next keys. O(len(slots)) plus O(k log k) for the k = reach - skip ordered; never a sort of
+    all the slots, however many ties."""
+    n = len(slots)
+    reach = min(reach, n)
+    if skip >= reach:
+        return _EMPTY
+    if n <= 2 * (reach - skip) + 64 or not keys:
+        return _lexsorted(store, slots, keys)[skip:reach]
+    field, direction = keys[0]
+    first = _signed(store.orders[field], direction, slots)
+    bounds = np.partition(first, (skip, reach - 1))
+    lo, hi = bounds[skip], bounds[reach - 1]
+    below = int(np.count_nonzero(first < lo))
+    rest = keys[1:]
+    if not rest:  # the last key (``_id``: no ties among live slots)
+        inside = (first >= lo) & (first <= hi)
+        picked: Slots = slots[inside][np.argsort(first[inside], kind="stable")]
+        return picked[skip - below : reach - below]
+    if lo == hi:
+        return _window(store, slots[first == lo], rest, skip - below, reach - below)
+    low = slots[first == lo]
+    inside = (first > lo) & (first < hi)
+    mid = slots[inside]
+    cols = [_signed(store.orders[f], d, mid) for f, d in reversed(rest)]
+    mid = mid[np.lexsort((*cols, first[inside]))]
+    head = _window(store, low, rest, skip - below, reach - below)
+    tail = _window(store, slots[first == hi], rest, 0, reach - below - len(low) - len(mid))
+    return np.concatenate([head, mid, tail])
 
 
 def sorted_window(store: RoomStore, slots: Slots, keys: Keys, skip: int, take: int) -> Slots:
-    """``slots`` ordered by ``keys`` then ``_id``, items [skip, skip + take). O(len(slots)) to
-    select the first skip + take (see _select), O(k log k) to order those k."""
+    """``slots`` ordered by ``keys`` then ``_id``, items [skip, skip + take) (see _window).
+    O(len(slots)) plus O(take log take)."""
     if take <= 0 or skip >= len(slots):
         return _EMPTY
-    reach = min(skip + take, len(slots))
-    cols = _key_columns(store, keys, slots)
-    chosen = _select(cols, reach)
-    if len(chosen) < len(slots):
-        slots = slots[chosen]
-        cols = [c[chosen] for c in cols]
-    return slots[np.lexsort(cols[::-1])[skip:reach]]
+    return _window(store, slots, (*keys, ("_id", 1)), skip, skip + take)
 
 
 def page_slots(store: RoomStore, m: BitMap | None, keys: Keys, offset: int, need: int) -> Slots:
@@ -102,10 +118,12 @@ def page_slots(store: RoomStore, m: BitMap | None, keys: Keys, offset: int, need
     if gather is None:
         if runs is not None:
             walk_cost = len(runs[0]) * _RUN_COUNT + _RUN_PAGE
+        elif m is None:  # every room: the window's blocks are the first ones
+            visit = reach // order.block + 1
+            walk_cost = (visit + 1) * _WALK_PER_BLOCK + visit * order.block * _WALK_PER_SLOT
+            walk_cost += _WALK_BASE
         else:
-            blocks = len(order.blocks)
-            visit = min(blocks, (reach * max(1, len(store.live))) // max(1, total * order.block))
-            walk_cost = (visit + 2) * _WALK_PER_BLOCK + (order.block + reach) * _WALK_PER_SLOT
+            walk_cost = _walk_cost(order, m, keys[0][1], offset, reach)
         gather = total * _GATHER_PER_MATCH < walk_cost
     if gather:
         matched = _slots(store.live if m is None else m)
@@ -113,6 +131,26 @@ def page_slots(store: RoomStore, m: BitMap | None, keys: Keys, offset: int, need
     if runs is not None:
         return _by_runs(store, order, m, keys, offset, need)
     return _walk(store, order, m, keys, offset, need)
+
+
+def _walk_cost(order: SortOrder, m: BitMap, direction: int, offset: int, reach: int) -> float:
+    """A walk's estimated µs: blocks counted up to the one holding the ``reach``-th match, and
+    blocks extracted from the one holding the ``offset``-th. Where those lie comes from
+    _SAMPLES matches at evenly spaced ranks, placed in main by their codes: matches clustered
+    in the order (a name fragment sorted by name) put the window far from where an even spread
+    would. O(_SAMPLES log n)."""
+    total = len(m)
+    k = min(_SAMPLES, total)
+    picked = [m[(i * (total - 1)) // max(1, k - 1)] for i in range(k)]
+    at = np.searchsorted(order.mcode, order.code[picked])  # stale entries: a fair guess still
+    if direction < 0:
+        at = len(order.main) - at
+    at.sort()
+    ranks = np.linspace(0, total, k)  # the sampled places, as a piecewise linear rank -> place
+    first = int(np.interp(offset, ranks, at)) // order.block
+    last = int(np.interp(reach, ranks, at)) // order.block
+    extracted = (last - first + 1) * order.block + reach
+    return _WALK_BASE + (last + 2) * _WALK_PER_BLOCK + extracted * _WALK_PER_SLOT
 
 
 def _by_runs(

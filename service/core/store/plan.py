@@ -2,9 +2,9 @@
 
 Each filter is "any of" a few bitmaps (agents by id or username, tags, a name's n-grams); all
 filters must hold. Unions meet the matches so far part by part. ``open=false`` subtracts the
-open rooms last (most rooms are closed). Date ranges come from date buckets (postings.py). The
-name check of a long search runs last, on the fewest candidates. Cost: O(bitmap sizes / 64) or
-better per operation; no loop over rooms in Python.
+open rooms last (most rooms are closed). Date ranges come from date buckets (postings.py). A
+name search's text check runs last, on the few suspects among the matches (names.py).
+Cost: O(bitmap sizes / 64) or better per operation; no loop over rooms in Python.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def matches(store: RoomStore, q: RoomQuery) -> BitMap | None:
             filters.append([values[value]] if value in values else [])
     if q.open is True:
         filters.append([post.opened])
-    check: str | None = None
+    search = None
     if q.room_name is not None:
-        found, check = store.names.matching(q.room_name)
-        filters.extend(found)
+        search = store.names.matching(q.room_name)
+        filters.extend(search[0])
     for field, rng in (("ts", q.created), ("closedAt", q.closed)):
         if rng is not None:
             start, end = _ms(rng)
@@ -69,6 +69,6 @@ def matches(store: RoomStore, q: RoomQuery) -> BitMap | None:
                 m = BitMap.union(*(m & part for part in parts)) if parts else BitMap()
     if q.open is False:
         m = post.closed if m is None else m - post.opened
-    if check is not None and m is not None:
-        m = store.names.holding(m, check)
+    if search is not None and m is not None:
+        m = store.names.settle(m, search[1], search[2])
     return m

@@ -13,7 +13,7 @@ their content, so that a later checkpoint hard-links an unchanged one from an ea
 
 - ``piece-<sha256>-<length>.bin``: a piece of PIECE_BYTES of a numpy array (slot columns
   ``start``/``size``, each order's ``code`` and ``main``, the arrays of the value columns below),
-  or a JSON list of up to PIECE_VALUES values (``ids``, ``lows``, value columns). The section
+  or a JSON list of up to PIECE_VALUES values (``ids``, ``texts``, value columns). The section
   lists each array's dtype, length and pieces (``arrays``) and each list's pieces (``values``);
   an array is read back piece by piece into one writable array (the store goes on changing
   it). Slots follow creation time and a new room takes the next slot, so most changes fall into
@@ -23,9 +23,9 @@ their content, so that a later checkpoint hard-links an unchanged one from an ea
   a file (a checkpoint's, or one :meth:`~service.core.store.columns.Columns.spill` wrote) is
   linked from that file first;
 - ``bitmaps-<family>.json``: the keys, ends and pieces of a family of bitmaps (``sets``, ``eq``,
-  ``buckets``, ``tris``, ``quads``, ``buffers``, and ``merged``: each order's merged slots and
-  block bitmaps, cut into pieces per order: only an order that merged since has new ones), the
-  pieces holding pyroaring's portable serializations one after another;
+  ``buckets``, ``tris``, ``quads``, ``reps``, ``buffers``, and ``merged``: each order's merged
+  slots and block bitmaps, cut into pieces per order: only an order that merged since has new
+  ones), the pieces holding pyroaring's portable serializations one after another;
 - JSON lists are orjson, or for the rare values JSON cannot hold exactly (non-finite floats)
   the standard json module;
 - value columns (an order's ``vals``): the slots holding one, and their values in slot order when
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "FormatError", "Image", "capture", "load", "save"]
 
 #: The layout written by :func:`save`; :func:`load` reads only this one.
-VERSION = 2
+VERSION = 3
 #: Arrays are saved in pieces of this many bytes, lists of values in pieces of this many values.
 PIECE_BYTES = 1 << 20
 PIECE_VALUES = 1 << 16
@@ -115,7 +115,7 @@ class Image:
     arena: ArenaView
     garbage: int
     bitmaps: dict[str, Family]
-    lows: dict[int, str]
+    texts: dict[int, str]  # the name index's kept lower-cased names
     orders: list[OrderImage]
     block: int
 
@@ -153,6 +153,7 @@ def capture(store: RoomStore) -> Image:
         ),
         "tris": _family(names.tris.items()),
         "quads": _family(names.quads.items()),
+        "reps": _family(names.reps.items()),
         "buffers": _family(
             ((name, part), bm)
             for name, order in store.orders.items()
@@ -190,7 +191,7 @@ def capture(store: RoomStore) -> Image:
         arena=columns.view(),
         garbage=columns.garbage,
         bitmaps=bitmaps,
-        lows=names.lows.copy(),
+        texts=names.texts.copy(),
         orders=orders,
         block=store.block,
     )
@@ -406,9 +407,9 @@ def _save(image: Image, out: _Writer) -> dict[str, Any]:
         ),
         group=lambda key: key[0],  # an order's bitmaps change only when it merges
     )
-    lows = image.lows
-    out.array("lows-slots", np.fromiter(lows.keys(), np.uint32, len(lows)))
-    out.values("lows", list(lows.values()))
+    texts = image.texts
+    out.array("texts-slots", np.fromiter(texts.keys(), np.uint32, len(texts)))
+    out.values("texts", list(texts.values()))
     orders = []
     for i, order in enumerate(image.orders):
         out.array(f"order-{i}-code", order.code)
@@ -632,8 +633,9 @@ def _load(
         post.buckets[field][level][k] = bm
     names.tris = dict(read.bitmaps("tris"))
     names.quads = dict(read.bitmaps("quads"))
-    lows = read.values("lows")
-    names.lows = dict(zip(read.array("lows-slots", np.uint32).tolist(), lows, strict=True))
+    names.reps = dict(read.bitmaps("reps"))
+    texts = read.values("texts")
+    names.texts = dict(zip(read.array("texts-slots", np.uint32).tolist(), texts, strict=True))
     buffers = {tuple(k): bm for k, bm in read.bitmaps("buffers")}
     merged: dict[str, list[BitMap]] = {}
     for (name, _), bm in read.bitmaps("merged"):
