@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from service.web.board import CSP
 from tests.conftest import DAY_MS, MANAGER, standard_users
 from tests.factories import iso, make_room, make_user, write_snapshot
-from tests.net import wait_port_file
+from tests.net import serve_process, wait_port_file
 from tests.web.support import Feed
 
 WebDriver = webdriver.Chrome
@@ -155,28 +154,15 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 def start_server(snapshot: Path, feed: Feed, port_file: Path, port: int = 0) -> Served:
     """``voip-rooms serve`` on ``port`` (0: any free one), once ready."""
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--snapshot",
-            str(snapshot),
-            "--feed",
-            feed.url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--port-file",
-            str(port_file),
-            "--drain-seconds",
-            "0.2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = serve_process(
+        snapshot,
+        port_file,
+        "--feed",
+        feed.url,
+        "--drain-seconds",
+        "0.2",
+        port=port,
+        output=subprocess.DEVNULL,
     )
     try:
         bound = wait_port_file(port_file, proc)

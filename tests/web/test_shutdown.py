@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import aiohttp
 
 from tests.conftest import MANAGER, headers, standard_rooms, standard_users
 from tests.factories import write_snapshot
-from tests.net import wait_port_file
+from tests.net import serve_process, wait_port_file
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
@@ -38,28 +36,8 @@ async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
     # A drain and a timeout far longer than each step needs: a slow machine makes the test
     # slower, never wrong.
     drain, timeout = 3.0, 20.0
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any traffic
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--snapshot",
-            str(snapshot),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--drain-seconds",
-            str(drain),
-            "--shutdown-timeout",
-            str(timeout),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "VOIP_ROOMS_LOG_LEVEL": "info"},
+    proc = serve_process(
+        snapshot, port_file, "--drain-seconds", str(drain), "--shutdown-timeout", str(timeout)
     )
     try:
         port = await asyncio.to_thread(wait_port_file, port_file, proc)

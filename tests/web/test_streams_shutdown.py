@@ -4,10 +4,7 @@ the drain, then get a ``retry:`` hint and end, without holding up the exit."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import aiohttp
 
 from tests.conftest import MANAGER, headers, standard_rooms, standard_users
 from tests.factories import write_snapshot
-from tests.net import wait_port_file
+from tests.net import serve_process, wait_port_file
 from tests.web.test_shutdown import wait_ready
 from tests.web.test_streams import SSE, Events
 
@@ -24,28 +21,8 @@ async def test_sigterm_closes_streams_at_the_end_of_the_drain(tmp_path: Path) ->
     snapshot = write_snapshot(tmp_path / "snap", standard_rooms(), standard_users())
     port_file = tmp_path / "port"
     drain, timeout = 1.0, 30.0
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any traffic
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--snapshot",
-            str(snapshot),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--drain-seconds",
-            str(drain),
-            "--shutdown-timeout",
-            str(timeout),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "VOIP_ROOMS_LOG_LEVEL": "info"},
+    proc = serve_process(
+        snapshot, port_file, "--drain-seconds", str(drain), "--shutdown-timeout", str(timeout)
     )
     try:
         port = await asyncio.to_thread(wait_port_file, port_file, proc)
