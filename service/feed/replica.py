@@ -1,8 +1,9 @@
 """The replica's lifecycle: load the snapshot (or newest checkpoint), catch up, follow, checkpoint.
 
 Loading happens off the event loop on objects nobody else sees yet; they are published whole
-once complete. Feed events are applied on the event loop, one at a time, in position order,
-each by a plain synchronous call, so a request never sees half an event.
+once complete. Feed events are applied on the event loop in position order, in batches (what the
+source has received, up to ``Replica.BATCH``), each batch by one plain synchronous call, so a
+request never sees half an event, nor half a batch.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ within one call (no ``await`` in between, so a reader never sees half a change):
 4. ``columns.put`` (new bytes) or ``columns.free``; ``live``; ``version += 1``;
 5. the change record to every watcher; then buffers past their size are merged.
 
+A batch (:meth:`RoomStore.apply_batch`) keeps the same order per phase rather than per change:
+steps 1 and 4 op by op (slots, bytes, ``live``, ``version``, the change records kept), then 2
+and 3 once per touched slot, from its state before the batch to its state after it (sort orders
+field by field over all the slots at once), then 5 for every record in order, and the merges.
+
 Everything handed out (bitmaps from ``postings``, arrays from ``orders``) is the store's own:
 read it, never change it. Not thread-safe: call it from one thread (the event loop).
 """

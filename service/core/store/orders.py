@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from service.core.ejson import Date, date_ms_of
+from service.core.ejson import Date, recent_ms
 from service.core.store.codes import Coder, Key
 from service.core.store.keys import DATE0, NULL, date_ms, direct_code, rank_key
 
@@ -50,6 +50,10 @@ def to_bitmap(slots: np.ndarray[Any, Any]) -> BitMap:
     ordered = np.sort(np.asarray(slots, dtype=np.uint32), kind="stable")
     return BitMap(array("I", ordered.tobytes()))
 
+
+#: Codes of ints met lately (counts and durations repeat): spares their float bits' arithmetic.
+_INT_CODES: dict[int, int] = {}
+_INT_KEPT = 1 << 16
 
 #: A run of equal codes at most this long is searched by id code in Python, a longer one with
 #: numpy (its id codes gathered once for every pending slot that falls in it).
@@ -216,28 +220,37 @@ class SortOrder:
         held_codes: list[int] = [NULL] * n if fresh else old.tolist()
         new: list[int] = []
         append = new.append
-        recent_ms = date_ms_of
+        ms_of = recent_ms.get
+        int_codes = _INT_CODES.get
         held = self.raw_value
         coder = self.coder
         dict_values: list[tuple[int, Any]] = []
         for slot, value, was in zip(slots, values, held_codes, strict=True):
             kind = type(value)
             if kind is Date:
-                ms = recent_ms(value)
+                ms = ms_of(value)
                 append(DATE0 + (ms if ms is not None else date_ms(value)))
-            elif value is None:
+                continue
+            if value is None:
                 append(NULL)
-            else:
-                code = direct_code(value)
-                if code is None:
-                    if not fresh:
-                        h = held(slot)
-                        if type(h) is kind and h == value:
-                            append(was)
-                            continue
-                    code = coder.code(value)
-                    dict_values.append((slot, value))
-                append(code)
+                continue
+            if kind is int:
+                code = int_codes(value)
+                if code is not None:
+                    append(code)
+                    continue
+            code = direct_code(value)
+            if code is None:
+                if not fresh:
+                    h = held(slot)
+                    if type(h) is kind and h == value:
+                        append(was)
+                        continue
+                code = coder.code(value)
+                dict_values.append((slot, value))
+            elif kind is int and len(_INT_CODES) < _INT_KEPT:
+                _INT_CODES[value] = code
+            append(code)
         codes = np.array(new, dtype=np.int64)
         changed = np.ones(n, dtype=np.bool_) if fresh else codes != old
         moved = at[changed]
