@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import time
 from collections import Counter
@@ -112,6 +113,10 @@ def measure_apply(
     time, on ``store`` and ``users`` (loaded from ``snapshot`` at feed ``position``), after the
     warm-up's; the figures as a JSON-ready dict."""
     warmup, messages, kinds = feed_messages(snapshot, count, position + 1)
+    # As the replica does once a load is published: the loaded state out of the collector's
+    # full passes (each would walk millions of objects).
+    gc.collect()
+    gc.freeze()
     replica = Replica(None)
     replica.store, replica.users, replica.position = store, users, position
     for i in range(0, len(warmup), batch):

@@ -13,7 +13,7 @@ merge to its code, ``recent_keys`` holds the same keys sorted, and codes order a
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -141,7 +141,7 @@ class Coder:
         if code is None:
             code = self.respread(key, lower, upper, lo_band, hi_band)
         self.recent[key] = code
-        insort(self.recent_keys, key)
+        self.recent_keys.insert(r, key)  # r: where bisect_left put it above
         return code
 
     def respread(self, key: Key, lower: int, upper: int, lo_band: int, hi_band: int) -> int:
