@@ -27,6 +27,7 @@ __all__ = [
     "decode",
     "may_hold_wrappers",
     "parse_tagged",
+    "recent_ms",
     "untag",
 ]
 
@@ -267,6 +268,8 @@ def _object(obj: dict[str, Any]) -> Any:
 #: its room's dates (``lm``, ``_updatedAt`` and ``closedAt`` are often one instant).
 _recent_ms: dict[str, int] = {}
 _recent_dates: dict[int, Date] = {}
+#: :func:`date_ms_of`'s table itself, for a caller looking up many (never replaced, only cleared)
+recent_ms = _recent_ms
 
 
 def _broker_date(ms: int) -> Date:

@@ -6,7 +6,7 @@ mutate without failing halfway; an event is either applied whole or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -28,6 +28,7 @@ __all__ = [
     "UserReplace",
     "UserUpdate",
     "apply",
+    "apply_many",
     "decode",
     "subject_label",
 ]
@@ -52,6 +53,8 @@ class Rooms(Protocol):
     def upsert(self, room: dict[str, Any]) -> bool: ...
 
     def remove(self, room_id: str) -> bool: ...
+
+    def apply_batch(self, ops: Sequence[tuple[bool, Any]]) -> list[bool | Exception]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +295,51 @@ def apply(event: Event, store: Rooms, users: Directory) -> bool:
         case Ignored():
             return False
     return True
+
+
+def _room_op(event: Event) -> tuple[bool, Any] | None:
+    """A room event as a RoomStore batch op ((True, room) upsert, (False, id) remove)."""
+    if type(event) is RoomUpsert:
+        room = event.room
+        return (True, room) if room.get("t") == "v" else (False, room["_id"])
+    if type(event) is RoomRemove:
+        return (False, event.room_id)
+    return None
+
+
+def apply_many(events: Sequence[Event], store: Rooms, users: Directory) -> list[bool | Exception]:
+    """Apply decoded events in order, as :func:`apply` on each would; per event its result
+    (True, False for :class:`Ignored`) or the exception that kept it from applying (it changed
+    nothing; the others apply). Each run of room events goes to the store in one
+    ``apply_batch`` call; a user or permission event ends the run before it applies, so the
+    order between them holds. Synchronous and idempotent, like :func:`apply`."""
+    results: list[bool | Exception] = []
+    run: list[tuple[bool, Any]] = []
+    at: list[int] = []
+
+    def flush() -> None:
+        for i, result in zip(at, store.apply_batch(run), strict=True):
+            if isinstance(result, Exception):
+                results[i] = result
+        run.clear()
+        at.clear()
+
+    for event in events:
+        op = _room_op(event)
+        if op is not None:
+            at.append(len(results))
+            run.append(op)
+            results.append(True)
+            continue
+        if type(event) is Ignored:
+            results.append(False)
+            continue
+        if run:
+            flush()
+        try:
+            results.append(apply(event, store, users))
+        except Exception as exc:
+            results.append(exc)
+    if run:
+        flush()
+    return results

@@ -1,8 +1,9 @@
 """The replica's lifecycle: load the snapshot (or newest checkpoint), catch up, follow, checkpoint.
 
 Loading happens off the event loop on objects nobody else sees yet; they are published whole
-once complete. Feed events are applied on the event loop, one at a time, in position order,
-each by a plain synchronous call, so a request never sees half an event.
+once complete. Feed events are applied on the event loop in position order, in batches (what the
+source has received, up to ``Replica.BATCH``), each batch by one plain synchronous call, so a
+request never sees half an event, nor half a batch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,8 +83,11 @@ class Replica:
     A gap found before the replica was ever ready keeps it not ready until then.
     """
 
-    #: longest stretch of applying events without letting requests run
+    #: longest stretch of applying events without letting requests run (a batch is applied
+    #: whole, so one batch may take longer)
     SLICE_SECONDS = 0.005
+    #: most feed messages applied in one synchronous call (what has arrived, up to this)
+    BATCH = 1024
 
     def __init__(
         self,
@@ -376,31 +380,79 @@ class Replica:
 
         A message at or below ``position`` is a duplicate and ignored without counting.
         """
-        if message.position <= self.position:
-            return "duplicate"
-        label = events.subject_label(message.subject)
-        if message.error is not None:
-            result = "rejected"
-            log.warning("feed event at position %d rejected: %s", message.position, message.error)
-        else:
+        return self.handle_batch((message,))[0]
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[str]:
+        """Apply feed messages (in position order) in one synchronous call, as :meth:`handle`
+        on each would: each is decoded alone (a bad one is counted, logged and skipped, the
+        others apply), then all are applied at once (a run of room events in one store batch),
+        so a request sees the state before the batch or after it. Returns each one's result.
+        """
+        results: list[str] = []
+        decoded: list[events.Event] = []
+        at: list[int] = []  # the result index of each decoded event
+        labels: list[str] = []
+        position = self.position
+        decode = events.decode
+        for message in messages:
+            if message.position <= position:
+                results.append("duplicate")
+                labels.append("")
+                continue
+            position = message.position
+            label = events.subject_label(message.subject)
+            labels.append(label)
+            if message.error is not None:
+                results.append("rejected")
+                log.warning(
+                    "feed event at position %d rejected: %s", message.position, message.error
+                )
+                continue
             try:
-                event = events.decode(message.subject, message.payload)
-                result = "applied" if events.apply(event, self.store, self.users) else "skipped"
+                decoded.append(decode(message.subject, message.payload))
             except events.BadEvent as exc:
-                result = "rejected"
+                results.append("rejected")
                 log.warning(
                     "feed event at position %d (%s) rejected: %s", message.position, label, exc
                 )
+                continue
             except Exception:
                 # A bug, not bad data: count it and go on rather than stop following.
-                result = "rejected"
+                results.append("rejected")
                 log.exception("feed event at position %d (%s) failed", message.position, label)
-        self.position = message.position
-        self.events[(label, result)] += 1
-        self._since_checkpoint += 1
+                continue
+            at.append(len(results))
+            results.append("")
+        if decoded:
+            applied = events.apply_many(decoded, self.store, self.users)
+            for i, outcome in zip(at, applied, strict=True):
+                if outcome is True:
+                    results[i] = "applied"
+                elif outcome is False:
+                    results[i] = "skipped"
+                else:
+                    results[i] = "rejected"
+                    pos, label = messages[i].position, labels[i]
+                    if isinstance(outcome, events.BadEvent):
+                        log.warning(
+                            "feed event at position %d (%s) rejected: %s", pos, label, outcome
+                        )
+                    else:
+                        log.error(
+                            "feed event at position %d (%s) failed",
+                            pos,
+                            label,
+                            exc_info=outcome,
+                        )
+        counts = self.events
+        for label, result in zip(labels, results, strict=True):
+            if result != "duplicate":
+                counts[(label, result)] += 1
+                self._since_checkpoint += 1
+        self.position = position
         if self.checkpoint_dir is not None and self._since_checkpoint >= self.checkpoint_events:
             self._checkpoint_due.set()
-        return result
+        return results
 
     @property
     def checkpoint_due(self) -> bool:
@@ -533,15 +585,15 @@ class Replica:
 
     async def _consume(self, source: Source) -> None:
         slice_start = time.perf_counter()
-        async for item in source.messages(self.position):
+        async for item in source.batches(self.position, self.BATCH):
             if item is CAUGHT_UP:
                 if not self.caught_up:
                     self.caught_up = True
                     log.info("feed caught up", extra={"position": self.position})
-            elif isinstance(item, Message):
-                self.handle(item)
-                # While catching up, a source may hand over thousands of events without
-                # waiting: let requests in between, every few milliseconds of applying.
+            elif isinstance(item, list):
+                self.handle_batch(item)
+                # While catching up, a source may hand over many batches without waiting: let
+                # requests in between, every few milliseconds of applying.
                 if time.perf_counter() - slice_start > self.SLICE_SECONDS:
                     await asyncio.sleep(0)
                     slice_start = time.perf_counter()

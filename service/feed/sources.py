@@ -4,8 +4,10 @@ A source yields :class:`Message` items in position order, starting after a given
 and :data:`CAUGHT_UP` whenever it has delivered everything it knows of. Its ``current`` and
 ``current_at`` attributes tell the replica how fresh it is (for staleness).
 
-The consumer (the replica) applies each message before asking for the next one, so the
-position of the last message yielded is the last applied position whenever a source runs.
+``batches`` yields the messages as lists instead: all that have arrived (read from the file,
+or fetched from the stream), up to a limit, so the replica applies them in one call.
+The consumer (the replica) applies each message (or batch) before asking for the next one, so
+the position of the last message yielded is the last applied position whenever a source runs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 
 __all__ = [
     "CAUGHT_UP",
+    "Batched",
     "CaughtUp",
     "FeedError",
     "FeedGap",
@@ -84,6 +87,7 @@ class CaughtUp:
 
 CAUGHT_UP: Final = CaughtUp()
 Item = Message | CaughtUp
+Batched = list[Message] | CaughtUp
 
 
 class Source(Protocol):
@@ -99,6 +103,25 @@ class Source(Protocol):
     def messages(self, after: int) -> AsyncIterator[Item]:
         """Messages with position > ``after``, in order, forever (until cancelled)."""
         ...
+
+    def batches(self, after: int, limit: int = 1024) -> AsyncIterator[Batched]:
+        """As :meth:`messages`, the messages in non-empty lists of at most ``limit``: those
+        that have arrived, without waiting for more."""
+        ...
+
+
+async def _each(batches: AsyncIterator[Batched]) -> AsyncIterator[Item]:
+    """The messages of ``batches`` one by one (CAUGHT_UP where it comes); closing this closes
+    ``batches``."""
+    try:
+        async for batch in batches:
+            if isinstance(batch, list):
+                for message in batch:
+                    yield message
+            else:
+                yield batch
+    finally:
+        await batches.aclose()  # type: ignore[attr-defined]
 
 
 def open_source(url: str, *, poll_interval: float = 0.2, nats: NatsAuth | None = None) -> Source:
@@ -163,7 +186,10 @@ class FileSource:
         #: passes over the file (or its absence) that found nothing more to read
         self.polls = 0
 
-    async def messages(self, after: int) -> AsyncIterator[Item]:
+    def messages(self, after: int) -> AsyncIterator[Item]:
+        return _each(self.batches(after))
+
+    async def batches(self, after: int, limit: int = 1024) -> AsyncIterator[Batched]:
         position = 0
         offset = 0  # bytes of complete lines consumed
         stream = None
@@ -186,6 +212,7 @@ class FileSource:
                     stream = open(self.path, "rb")  # noqa: SIM115, ASYNC230 - local file, held open
                     self.status = f"following {self.path}"
                 lines = 0
+                batch: list[Message] = []
                 while True:
                     raw = stream.readline()
                     if not raw.endswith(b"\n"):
@@ -194,13 +221,18 @@ class FileSource:
                     offset += len(raw)
                     position += 1
                     lines += 1
-                    if lines % self.BATCH == 0:
-                        await asyncio.sleep(0)  # skipping or reading a long backlog
                     if position <= after:
+                        if lines % self.BATCH == 0:
+                            await asyncio.sleep(0)  # skipping a long backlog
                         continue
                     self.current = False
                     was_current = False
-                    yield _parse_line(position, raw)
+                    batch.append(_parse_line(position, raw))
+                    if len(batch) >= limit:
+                        yield batch
+                        batch = []
+                if batch:
+                    yield batch
                 size = os.fstat(stream.fileno()).st_size
                 if size < offset:
                     raise FeedGap(
@@ -445,7 +477,10 @@ class NatsSource:
             )
         return last
 
-    async def messages(self, after: int) -> AsyncIterator[Item]:
+    def messages(self, after: int) -> AsyncIterator[Item]:
+        return _each(self.batches(after))
+
+    async def batches(self, after: int, limit: int = 1024) -> AsyncIterator[Batched]:
         import nats.errors
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -476,7 +511,9 @@ class NatsSource:
                 idle_with_pending = 0
                 while True:
                     try:
-                        batch = await sub.fetch(self.BATCH, timeout=self.FETCH_TIMEOUT)
+                        fetched = await sub.fetch(
+                            min(self.BATCH, limit), timeout=self.FETCH_TIMEOUT
+                        )
                     except nats.errors.TimeoutError:
                         if nc.is_closed:
                             raise _Retry("connection closed") from None
@@ -494,25 +531,32 @@ class NatsSource:
                             raise _Retry("consumer lost") from None
                         continue
                     idle_with_pending = 0
-                    for msg in batch:
+                    batch: list[Message] = []
+                    for msg in fetched:
                         meta = msg.metadata
                         seq = int(meta.sequence.stream)
                         if seq <= position:
                             continue  # redelivered after a reconnect: applied already
                         if seq != position + 1:
+                            if batch:
+                                yield batch  # what came before the jump is applied first
                             raise FeedGap(
                                 f"stream {self.stream} jumped from sequence {position} to {seq}",
                                 first=seq,
                             )
                         if was_current and meta.num_pending:
                             self.current = was_current = False
-                        yield Message(seq, msg.subject, msg.data)
+                        batch.append(Message(seq, msg.subject, msg.data))
                         position = seq
                         if meta.num_pending == 0:
+                            yield batch
+                            batch = []
                             self._mark_current()
                             if not was_current:
                                 was_current = True
                                 yield CAUGHT_UP
+                    if batch:
+                        yield batch
             except FeedGap as exc:
                 self.status = str(exc)
                 raise

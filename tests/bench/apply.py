@@ -1,13 +1,15 @@
 """Feed events applied per second in process: decode + apply, as the replica does them.
 
-    python -m tests.bench.apply [--rooms N | --snapshot DIR] [--events E] [--json FILE]
+    python -m tests.bench.apply [--rooms N | --snapshot DIR] [--events E] [--batch B] [--json FILE]
 
 The events continue the demo snapshot (``service.demo.Simulator``: calls arriving, answered,
 ended, abandoned, snapshot calls wound down, now and then a room removed, a user or permission
 changed), serialized as the broker carries them (JSON bytes, a quarter of them wrapped in a
 one-element array). Five simulated minutes of them are applied untimed, then the timed ones:
-``Replica.handle`` on each, that is ``events.decode`` of the bytes, ``events.apply`` to the store
-and directory loaded from the snapshot, the position and the result counters. No I/O.
+``Replica.handle_batch`` on each run of ``--batch`` messages (1,024 by default, the most the
+replica applies in one call; 1 is one event at a time), that is ``events.decode`` of the bytes,
+``events.apply_many`` to the store and directory loaded from the snapshot, the position and the
+result counters. No I/O.
 Each sort order keeps a buffer of recent changes and folds it in (a merge) when it fills up;
 the timed stretch is long enough (200,000 events by default) that every busy order merges
 several times, and the merges are counted (``merges``: per order, and in all).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import time
 from collections import Counter
@@ -99,27 +102,41 @@ def counting_merges(store: RoomStore) -> Iterator[Counter[str] | None]:
 
 
 def measure_apply(
-    snapshot: Path, store: RoomStore, users: Directory, position: int, count: int
+    snapshot: Path,
+    store: RoomStore,
+    users: Directory,
+    position: int,
+    count: int,
+    batch: int = Replica.BATCH,
 ) -> dict[str, Any]:
-    """Events per second of ``Replica.handle`` over ``count`` messages on ``store`` and ``users``
-    (loaded from ``snapshot`` at feed ``position``), after the warm-up's; the figures as a
-    JSON-ready dict."""
+    """Events per second of ``Replica.handle_batch`` over ``count`` messages, ``batch`` at a
+    time, on ``store`` and ``users`` (loaded from ``snapshot`` at feed ``position``), after the
+    warm-up's; the figures as a JSON-ready dict."""
     warmup, messages, kinds = feed_messages(snapshot, count, position + 1)
+    # As the replica does once a load is published: the loaded state out of the collector's
+    # full passes (each would walk millions of objects).
+    gc.collect()
+    gc.freeze()
     replica = Replica(None)
     replica.store, replica.users, replica.position = store, users, position
-    for message in warmup:
-        replica.handle(message)
+    for i in range(0, len(warmup), batch):
+        replica.handle_batch(warmup[i : i + batch])
     replica.events.clear()
+    runs = [messages[i : i + batch] for i in range(0, len(messages), batch)]
     with counting_merges(store) as merges:
         started = time.perf_counter()
-        for message in messages:
-            replica.handle(message)
+        cpu = time.process_time()
+        for run in runs:
+            replica.handle_batch(run)
+        cpu = time.process_time() - cpu
         seconds = time.perf_counter() - started
     results: Counter[str] = Counter()
     for (_, result), n in replica.events.items():
         results[result] += n
     return {
         "events": len(messages),
+        "batch": batch,
+        "cpu_seconds": cpu,
         "warmup_events": len(warmup),
         "rooms": len(store),
         "seconds": seconds,
@@ -151,7 +168,8 @@ def describe(figures: dict[str, Any]) -> str:
     return (
         f"event apply: {figures['events']:,} events on {figures['rooms']:,} rooms in "
         f"{figures['seconds']:.3f} s = {figures['events_per_s']:,.0f} events/s "
-        f"({figures['us_per_event']:.1f} us each, after {figures['warmup_events']:,} untimed); "
+        f"({figures['us_per_event']:.1f} us each, {figures['cpu_seconds']:.3f} s CPU; in batches "
+        f"of {figures['batch']:,}, after {figures['warmup_events']:,} untimed); "
         f"{kinds}; results: {results}; {merges_text(figures)}"
     )
 
@@ -160,12 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.apply", description=__doc__)
     add_data_arguments(parser, rooms=100_000)
     parser.add_argument("--events", type=int, default=200_000, help="events to apply (200000)")
+    parser.add_argument(
+        "--batch", type=int, default=Replica.BATCH, help="messages applied per call (1024)"
+    )
     args = parser.parse_args(argv)
     snapshot = args.snapshot or ensure_data(args.rooms, args.seed)[0]
     store, users = RoomStore(), Directory()
     log(f"loading {snapshot}")
     loaded = load_snapshot(snapshot, store, users)
-    figures = measure_apply(snapshot, store, users, loaded.position, args.events)
+    figures = measure_apply(snapshot, store, users, loaded.position, args.events, args.batch)
     print(describe(figures))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")

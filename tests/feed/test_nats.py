@@ -137,13 +137,13 @@ async def test_broker_restart_loses_and_doubles_nothing(
     await publish(nats_server, first + second, tmp_path)
     seen: list[int] = []
     replica = Replica(snap, feed=nats_server.url(STREAM))
-    handle = replica.handle
+    handle_batch = replica.handle_batch
 
-    def spy(message: Any) -> str:
-        seen.append(message.position)
-        return handle(message)
+    def spy(messages: Any) -> list[str]:
+        seen.extend(message.position for message in messages)
+        return handle_batch(messages)
 
-    replica.handle = spy  # type: ignore[method-assign]
+    replica.handle_batch = spy  # type: ignore[method-assign]
     start(running, replica)
 
     # kill the broker in the middle of catching up

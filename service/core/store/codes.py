@@ -13,7 +13,7 @@ merge to its code, ``recent_keys`` holds the same keys sorted, and codes order a
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -55,10 +55,15 @@ class Placement(Protocol):
 class Coder:
     """Codes of one field's dictionary-coded values. O(log n) Python comparisons a new value."""
 
-    __slots__ = ("known", "order", "recent", "recent_keys")
+    __slots__ = ("_bands", "_of", "_view", "known", "order", "recent", "recent_keys")
 
     def __init__(self, order: Placement) -> None:
         self.order = order
+        # For the main array last searched (by identity): each band's [a, b) positions in it,
+        # and a memoryview of it (indexed into Python ints, not numpy scalars).
+        self._of: Any = None
+        self._bands: dict[int, tuple[int, int]] = {}
+        self._view: memoryview = memoryview(b"")
         self.recent: dict[Key, int] = {}
         self.recent_keys: list[Key] = []
         # Codes looked up before (a code only changes in a respread, which empties this).
@@ -91,13 +96,39 @@ class Coder:
         lo_band, hi_band = band(key)
         order = self.order
         mcode = order.mcode
-        a = int(np.searchsorted(mcode, lo_band, "right"))
-        b = int(np.searchsorted(mcode, hi_band, "left"))
         main = order.main
-        merged_key = order.merged_keys()
-        p = _search(order, main, key, a, b, merged_key)
-        if p < b and merged_key(main[p]) == key:
-            return int(mcode[p])
+        if self._of is not main:
+            # A new main (a merge): the bands' positions and the view go with the old one.
+            # Codes change in place only within a band (respread), never its bounds' positions.
+            self._of = main
+            self._bands = {}
+            self._view = memoryview(main.data) if main.flags.c_contiguous else memoryview(b"")
+        found = self._bands.get(lo_band)
+        if found is None:
+            found = self._bands[lo_band] = (
+                int(np.searchsorted(mcode, lo_band, "right")),
+                int(np.searchsorted(mcode, hi_band, "left")),
+            )
+        a, b = found
+        value = key[1]
+        p = -1
+        if key[0] == 2 and type(value) is str and not order.shadow and len(self._view):
+            raw = order.raw_value
+            view = self._view
+            try:
+                p = bisect_left(view, value, a, b, key=raw)
+            except TypeError:
+                p = -1
+            else:
+                if p < b:
+                    held = raw(view[p])
+                    if type(held) is str and held == value:
+                        return int(mcode[p])
+        if p < 0:
+            merged_key = order.merged_keys()
+            p = _search(order, main, key, a, b, merged_key)
+            if p < b and merged_key(main[p]) == key:
+                return int(mcode[p])
         lower = int(mcode[p - 1]) if p > a else lo_band
         upper = int(mcode[p]) if p < b else hi_band
         r = bisect_left(self.recent_keys, key)
@@ -110,7 +141,7 @@ class Coder:
         if code is None:
             code = self.respread(key, lower, upper, lo_band, hi_band)
         self.recent[key] = code
-        insort(self.recent_keys, key)
+        self.recent_keys.insert(r, key)  # r: where bisect_left put it above
         return code
 
     def respread(self, key: Key, lower: int, upper: int, lo_band: int, hi_band: int) -> int:

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from service.core.ejson import Date, recent_ms
 from service.core.store.codes import Coder, Key
-from service.core.store.keys import NULL, direct_code, rank_key
+from service.core.store.keys import DATE0, NULL, date_ms, direct_code, rank_key
 
 __all__ = ["SortOrder", "to_bitmap"]
 
@@ -49,6 +50,10 @@ def to_bitmap(slots: np.ndarray[Any, Any]) -> BitMap:
     ordered = np.sort(np.asarray(slots, dtype=np.uint32), kind="stable")
     return BitMap(array("I", ordered.tobytes()))
 
+
+#: Codes of ints met lately (counts and durations repeat): spares their float bits' arithmetic.
+_INT_CODES: dict[int, int] = {}
+_INT_KEPT = 1 << 16
 
 #: A run of equal codes at most this long is searched by id code in Python, a longer one with
 #: numpy (its id codes gathered once for every pending slot that falls in it).
@@ -201,6 +206,86 @@ class SortOrder:
         self._store(slot, dict_value)
         self.pending.add(slot)
         return True
+
+    def set_many(
+        self, slots: list[int], values: list[Any], fresh: bool
+    ) -> tuple[Slots, Codes, Codes]:
+        """:meth:`set` for many distinct slots at once (``fresh``: all just taken); returns the
+        slots whose code changed with their old and new codes. One Python step a slot for the
+        code (a dictionary lookup for a recent date), numpy and bitmap work for the rest;
+        O(log n) comparisons a new dictionary-coded value."""
+        n = len(slots)
+        at = np.fromiter(slots, dtype=np.int64, count=n)
+        old = self.code[at]
+        held_codes: list[int] = [NULL] * n if fresh else old.tolist()
+        new: list[int] = []
+        append = new.append
+        ms_of = recent_ms.get
+        int_codes = _INT_CODES.get
+        held = self.raw_value
+        coder = self.coder
+        dict_values: list[tuple[int, Any]] = []
+        for slot, value, was in zip(slots, values, held_codes, strict=True):
+            kind = type(value)
+            if kind is Date:
+                ms = ms_of(value)
+                append(DATE0 + (ms if ms is not None else date_ms(value)))
+                continue
+            if value is None:
+                append(NULL)
+                continue
+            if kind is int:
+                code = int_codes(value)
+                if code is not None:
+                    append(code)
+                    continue
+            code = direct_code(value)
+            if code is None:
+                if not fresh:
+                    h = held(slot)
+                    if type(h) is kind and h == value:
+                        append(was)
+                        continue
+                code = coder.code(value)
+                dict_values.append((slot, value))
+            elif kind is int and len(_INT_CODES) < _INT_KEPT:
+                _INT_CODES[value] = code
+            append(code)
+        codes = np.array(new, dtype=np.int64)
+        changed = np.ones(n, dtype=np.bool_) if fresh else codes != old
+        moved = at[changed]
+        if not len(moved):
+            return moved.astype(np.uint32), old[changed], codes[changed]
+        moved_bm = BitMap(array("I", moved.astype(np.uint32).tobytes()))
+        if not fresh:
+            going = (moved_bm & self.merged) - self.stale
+            if going:
+                self.stale |= going
+                vals = self.vals
+                get = self.raw_value
+                shadow = self.shadow
+                if isinstance(vals, list) or vals:
+                    for slot in going:
+                        was_value = get(slot)
+                        if was_value is not None:
+                            shadow[slot] = was_value
+        self.code[moved] = codes[changed]
+        # Values: a moved slot's dictionary value, or none (direct); an unmoved slot's equal
+        # value stays (the same key).
+        vals = self.vals
+        keep = dict(dict_values)
+        if isinstance(vals, list):
+            for slot in moved.tolist():
+                vals[slot] = keep.get(slot)
+        else:
+            for slot in moved.tolist():
+                value = keep.get(slot)
+                if value is None:
+                    vals.pop(slot, None)
+                else:
+                    vals[slot] = value
+        self.pending |= moved_bm
+        return moved.astype(np.uint32), old[changed], codes[changed]
 
     def _unplace(self, slot: int) -> None:
         if slot in self.merged and slot not in self.stale:
