@@ -335,10 +335,10 @@ class RoomStore:
             old_slots.append(slot)
             old_rooms.append(room)
             post.update(slot, old, room)
-            name = room.get("name")
-            if old.get("name") != name:
-                names.discard(slot)
-            if slot not in names.lows:
+            name, old_name = room.get("name"), old.get("name")
+            if old_name != name:
+                names.discard(slot, old_name)
+            if slot not in names.named:
                 names.add(slot, name)
         if new_slots:
             ids = self.orders["_id"]
@@ -366,7 +366,7 @@ class RoomStore:
     def _unindex(self, slot: int, old: dict[str, Any]) -> None:
         """Take a removed slot (its room ``old``, read back from its bytes) out of every index."""
         self.postings.discard(slot, old)
-        self.names.discard(slot)
+        self.names.discard(slot, old.get("name"))
         for field, _, order, dated in self._fields:
             if dated:
                 self.postings.move_date(field, slot, int(order.code[slot]), NULL)
@@ -380,14 +380,7 @@ class RoomStore:
         if slot is None:
             return False
         before = columns.doc(slot)
-        old = orjson.loads(before)
-        self.postings.discard(slot, old)
-        self.names.discard(slot, old.get("name"))
-        for field, _, order, dated in self._fields:
-            if dated:
-                self.postings.move_date(field, slot, int(order.code[slot]), NULL)
-            order.free(slot)
-        self.orders["_id"].free(slot)
+        self._unindex(slot, orjson.loads(before))
         columns.free(slot)
         self.live.discard(slot)
         self.version += 1
