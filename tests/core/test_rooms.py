@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.core.ejson import Date, date_from_ms
 from service.core.query import SORTABLE_FIELDS, DateRange, RoomQuery
-from service.core.store import RoomStore, bulk
+from service.core.store import RoomStore, bulk, plan
 from tests.oracle import reference_page
 
 BASE_MS = 1_625_000_000_000
@@ -277,6 +277,23 @@ def test_many_blocks_against_oracle(bulk: bool) -> None:
                 assert_same(
                     store, stored, RoomQuery(sort=((field, direction),), offset=offset, count=40)
                 )
+
+
+@pytest.mark.parametrize("by_code", [0, plan.BY_CODE])
+def test_date_ranges_by_codes_or_by_buckets(by_code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A date range met with the other filters' matches by their codes, or always from the
+    date buckets (BY_CODE 0): the same answers as the oracle, updates buffered or merged."""
+    monkeypatch.setattr(plan, "BY_CODE", by_code)
+    rng = random.Random(11)
+    rooms_ = [_random_room(rng, f"room-{i:05d}") for i in range(800)]
+    store = build(rooms_, 16, True, fold_at=64)
+    stored = {r["_id"]: r for r in rooms_}
+    for step in range(300):
+        if step % 3 == 0:
+            room = _random_room(rng, rng.choice(list(stored)))
+            store.upsert(room)
+            stored[room["_id"]] = room
+        assert_same(store, stored, _random_query(rng))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pyroaring import BitMap
 
 from service.core.query import DateRange, RoomQuery
-from service.core.store.keys import date_ms
+from service.core.store.keys import DATE0, date_ms
+from service.core.store.orders import to_bitmap
 
 if TYPE_CHECKING:
     from service.core.store import RoomStore
 
-__all__ = ["matches"]
+__all__ = ["BY_CODE", "matches"]
+
+#: Matches of the other filters up to which a date range is checked on the slots' codes rather
+#: than built from the date buckets (a wide range's buckets cost far more than a few thousand
+#: lookups; a gather of many slots costs more than a narrow range's buckets).
+BY_CODE = 50_000
+_FAR = 1 << 49  # an open end: beyond every date's milliseconds (keys.py)
 
 
 def _ms(rng: DateRange) -> tuple[int | None, int | None]:
@@ -51,10 +59,11 @@ def matches(store: RoomStore, q: RoomQuery) -> BitMap | None:
     if q.room_name is not None:
         search = store.names.matching(q.room_name)
         filters.extend(search[0])
-    for field, rng in (("ts", q.created), ("closedAt", q.closed)):
-        if rng is not None:
-            start, end = _ms(rng)
+    ranges = [(f, _ms(r)) for f, r in (("ts", q.created), ("closedAt", q.closed)) if r is not None]
+    if not filters or not ranges:
+        for field, (start, end) in ranges:
             filters.append([post.range(field, start, end, store.orders[field].code)])
+        ranges = []
     m: BitMap | None = None
     if filters:
         filters.sort(key=lambda parts: sum(map(len, parts)))
@@ -67,6 +76,19 @@ def matches(store: RoomStore, q: RoomQuery) -> BitMap | None:
                 m = m & parts[0]
             else:
                 m = BitMap.union(*(m & part for part in parts)) if parts else BitMap()
+    for field, (start, end) in ranges:  # m holds the other filters' matches
+        assert m is not None
+        if not m:
+            break
+        codes = store.orders[field].code
+        if len(m) > BY_CODE:
+            m = m & post.range(field, start, end, codes)
+            continue
+        slots = np.frombuffer(m.to_array(), dtype=np.uint32)
+        c = codes[slots]
+        lo = DATE0 + (-_FAR if start is None else start)
+        hi = DATE0 + (_FAR if end is None else end)
+        m = to_bitmap(slots[(c >= lo) & (c <= hi)])
     if q.open is False:
         m = post.closed if m is None else m - post.opened
     if search is not None and m is not None:
