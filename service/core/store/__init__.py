@@ -159,10 +159,21 @@ class RoomStore:
     def _grow(self, slot: int) -> None:
         if slot < self.columns.capacity:
             return
-        capacity = max(1024, 2 * self.columns.capacity, slot + 1)
+        self.reserve(max(1024, 2 * self.columns.capacity, slot + 1))
+
+    def reserve(self, capacity: int) -> None:
+        """Room for ``capacity`` slots in every column and sort order, so that no new room
+        reallocates them (which copies every per-slot array at once, a pause of about 0.2 s at
+        1,000,000 rooms) before the slots run out. O(capacity) when it grows."""
         self.columns.grow(capacity)
         for order in self.orders.values():
             order.grow(capacity)
+
+    def headroom(self) -> None:
+        """Room for an eighth more rooms than held (at least 1,024): a freshly loaded store
+        takes its first new rooms without reallocating. O(n) once."""
+        n = len(self.columns.ids)
+        self.reserve(n + max(1024, n >> 3))
 
     def upsert(self, room: dict[str, Any]) -> bool:
         """Store ``room`` (replacing the room with its ``_id``); False when the identical room
@@ -428,6 +439,7 @@ class RoomStore:
         self.postings, self.names = built.postings, built.names
         self.orders, self._fields = built.orders, built._fields
         self._paths = _paths(self.orders)
+        self.headroom()
         n = len(self)
         self.version += 1 if n else 0
         return n

@@ -685,4 +685,5 @@ def _load(
                 recent[rank_key(value)] = int(order.code[slot])
         order.coder.recent_keys = sorted(recent)
     store.version = int(section["store_version"])
+    store.headroom()
     return store
