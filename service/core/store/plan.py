@@ -26,7 +26,7 @@ __all__ = ["BY_CODE", "matches"]
 #: Matches of the other filters up to which a date range is checked on the slots' codes rather
 #: than built from the date buckets (a wide range's buckets cost far more than a few thousand
 #: lookups; a gather of many slots costs more than a narrow range's buckets).
-BY_CODE = 50_000
+BY_CODE = 4_096
 _FAR = 1 << 49  # an open end: beyond every date's milliseconds (keys.py)
 
 
