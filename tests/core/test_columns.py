@@ -6,6 +6,7 @@ import mmap
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -27,28 +28,48 @@ def _same(columns: Columns, want: dict[str, bytes]) -> None:
     assert columns.docs(slots) == [want[columns.ids[s] or ""] for s in slots]
 
 
+View = tuple[Any, Any, dict[str, int], dict[str, bytes]]
+
+
+def _put_or_free(
+    columns: Columns, want: dict[str, bytes], rng: random.Random, room_id: str, put: bool
+) -> None:
+    """One step of a stress test: store a new document for ``room_id`` (``put``), or free its
+    slot if it has one; ``want`` follows."""
+    slot = columns.slot_of.get(room_id)
+    if put:
+        doc = _doc(rng, room_id)
+        if slot is None:
+            columns.grow(len(columns.ids) + 1)
+            slot = columns.new_slot(room_id)
+        columns.put(slot, doc)
+        want[room_id] = doc
+    elif slot is not None:
+        columns.free(slot)
+        del want[room_id]
+
+
+def _views_still_read(views: list[View]) -> None:
+    """Every view reads the bytes it saw when taken: nothing written moved or changed since."""
+    for view, start, slot_of, then in views:
+        parts = view.parts()
+        for room_id, doc in then.items():
+            a = int(start[slot_of[room_id]])
+            p = a & ((1 << SHIFT) - 1)
+            assert parts[a >> SHIFT][p : p + len(doc)].tobytes() == doc
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_stress_against_a_dict(seed: int) -> None:
     rng = random.Random(seed)
     columns = Columns()
     want: dict[str, bytes] = {}
-    views = []
+    views: list[View] = []
     for step in range(1500):
         room_id = f"r{rng.randrange(200)}"
         action = rng.random()
-        if action < 0.7:
-            doc = _doc(rng, room_id)
-            slot = columns.slot_of.get(room_id)
-            if slot is None:
-                columns.grow(len(columns.ids) + 1)
-                slot = columns.new_slot(room_id)
-            columns.put(slot, doc)
-            want[room_id] = doc
-        elif action < 0.95:
-            slot = columns.slot_of.get(room_id)
-            if slot is not None:
-                columns.free(slot)
-                del want[room_id]
+        if action < 0.95:
+            _put_or_free(columns, want, rng, room_id, put=action < 0.7)
         else:
             columns.compact()
             assert columns.garbage == 0
@@ -57,13 +78,7 @@ def test_stress_against_a_dict(seed: int) -> None:
             _same(columns, want)
     _same(columns, want)
     assert len(columns.chunks) > 2  # rooms spread over several chunks
-    # Every view still reads the bytes it saw: nothing written moved or changed since.
-    for view, start, slot_of, then in views:
-        parts = view.parts()
-        for room_id, doc in then.items():
-            a = int(start[slot_of[room_id]])
-            p = a & ((1 << SHIFT) - 1)
-            assert parts[a >> SHIFT][p : p + len(doc)].tobytes() == doc
+    _views_still_read(views)
 
 
 def test_load_takes_one_bytearray() -> None:
@@ -120,23 +135,12 @@ def test_stress_spill_against_a_dict(seed: int, tmp_path: Path) -> None:
     rng = random.Random(seed)
     columns = Columns()
     want: dict[str, bytes] = {}
-    views = []
+    views: list[View] = []
     for step in range(600):
         room_id = f"r{rng.randrange(150)}"
         action = rng.random()
-        if action < 0.75:
-            doc = _doc(rng, room_id)
-            slot = columns.slot_of.get(room_id)
-            if slot is None:
-                columns.grow(len(columns.ids) + 1)
-                slot = columns.new_slot(room_id)
-            columns.put(slot, doc)
-            want[room_id] = doc
-        elif action < 0.9:
-            slot = columns.slot_of.get(room_id)
-            if slot is not None:
-                columns.free(slot)
-                del want[room_id]
+        if action < 0.9:
+            _put_or_free(columns, want, rng, room_id, put=action < 0.75)
         elif action < 0.95:
             views.append((columns.view(), columns.start.copy(), dict(columns.slot_of), dict(want)))
             directory = tmp_path / f"s{step}"
@@ -161,12 +165,7 @@ def test_stress_spill_against_a_dict(seed: int, tmp_path: Path) -> None:
             _same(columns, want)
     _same(columns, want)
     assert views  # the seeds spill several times
-    for view, start, slot_of, then in views:
-        parts = view.parts()
-        for room_id, doc in then.items():
-            a = int(start[slot_of[room_id]])
-            p = a & ((1 << SHIFT) - 1)
-            assert parts[a >> SHIFT][p : p + len(doc)].tobytes() == doc
+    _views_still_read(views)
 
 
 def test_spill_leaves_the_chunk_still_written_in_memory(tmp_path: Path) -> None:

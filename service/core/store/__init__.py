@@ -245,7 +245,7 @@ class RoomStore:
         columns.put(slot, doc)
         self.live.add(slot)
         self.version += 1
-        self._changed(Change(rid, before, doc), touched)
+        self._changed((Change(rid, before, doc),), touched)
         return True
 
     def apply_batch(self, ops: Sequence[tuple[bool, Any]]) -> list[bool | Exception]:
@@ -308,14 +308,7 @@ class RoomStore:
             self.version += 1
             results.append(True)
         if first:
-            touched = self._reindex(first, final)
-            for change in changes:
-                for watcher in self.watchers:
-                    watcher(change)
-            limit = self.fold_limit()
-            for order in touched:
-                if len(order.pending) + len(order.stale) >= limit:
-                    order.merge()
+            self._changed(changes, self._reindex(first, final))
         return results
 
     def _reindex(
@@ -395,7 +388,7 @@ class RoomStore:
         columns.free(slot)
         self.live.discard(slot)
         self.version += 1
-        self._changed(Change(room_id, before, None), list(self.orders.values()))
+        self._changed((Change(room_id, before, None),), list(self.orders.values()))
         return True
 
     def fold_limit(self) -> int:
@@ -406,9 +399,12 @@ class RoomStore:
             return self.fold_at
         return max(_FOLD_MIN, len(self.live) >> 6)
 
-    def _changed(self, change: Change, touched: list[SortOrder]) -> None:
-        for watcher in self.watchers:
-            watcher(change)
+    def _changed(self, changes: Sequence[Change], touched: list[SortOrder]) -> None:
+        """Hand ``changes`` to every watcher, in order; then merge the touched sort orders
+        whose buffers reached the fold limit."""
+        for change in changes:
+            for watcher in self.watchers:
+                watcher(change)
         limit = self.fold_limit()
         for order in touched:
             if len(order.pending) + len(order.stale) >= limit:
