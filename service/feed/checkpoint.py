@@ -241,14 +241,6 @@ def manifest_position(snapshot_dir: Path) -> int:
     return 0
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_jsonl_gz(path: Path, docs: Iterable[dict[str, Any]], level: int) -> int:
     count = 0
     with open(path, "wb") as raw:
@@ -313,9 +305,9 @@ def write_checkpoint(
             out.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             out.flush()
             os.fsync(out.fileno())
-        _fsync_dir(tmp)
+        snapshot.fsync_path(tmp)
         os.rename(tmp, target)
-        _fsync_dir(directory)
+        snapshot.fsync_path(directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1864,7 +1864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             # SIGTERM (e.g. make interrupted) unwinds like Ctrl-C, so the stack stops children.
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+            signal.signal(signal.SIGTERM, raise_interrupt)
             bench(args, results, stack)
         if not args.no_query_times:
             run_query_times(args, results, DATA_DIR / f"{args.rooms}-{args.seed}")
@@ -1884,7 +1884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the with-blocks stop every process started."""
     raise KeyboardInterrupt
 
 

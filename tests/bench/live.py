@@ -83,6 +83,7 @@ from tests.bench.http import (
     pin,
     polling_queries,
     python_cmd,
+    raise_interrupt,
     run_wrk,
     start_service,
     table,
@@ -1363,7 +1364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m tests.bench.live " + shlex.join(sys.argv[1:] if argv is None else argv)
     figures = Figures()
     # SIGTERM (make interrupted, timeout) unwinds like Ctrl-C, so the stack stops children.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         asyncio.run(bench(args, figures))
     except BenchError as exc:
@@ -1379,10 +1380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows(figures), "measured"))
     print(f"\nwritten to {args.out}")
     return 0
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ from service.core.store.keys import DICT_HI, NAN, NUM_MAX, rank_key
 if TYPE_CHECKING:
     from service.core.store import RoomStore
 
-__all__ = ["VERSION", "FormatError", "Image", "capture", "load", "save"]
+__all__ = ["VERSION", "FormatError", "Image", "capture", "fsync_path", "load", "save"]
 
 #: The layout written by :func:`save`; :func:`load` reads only this one.
 VERSION = 3
@@ -248,7 +248,7 @@ class _Writer:
         if not self.unsynced:
             return
         with ThreadPoolExecutor(min(8, len(self.unsynced))) as pool:
-            list(pool.map(_fsync_file, self.unsynced))
+            list(pool.map(fsync_path, self.unsynced))
 
     def piece(self, part: memoryview | bytes, name: str | None = None) -> str:
         """A piece of an array or of a list of values, in a file named by its content (a hash
@@ -333,7 +333,8 @@ def _pieces(part: memoryview, size: int = 1 << 24) -> Iterable[memoryview]:
     return (part[at : at + size] for at in range(0, len(part), size))
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory: the names in it) by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
